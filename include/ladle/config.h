@@ -1,0 +1,54 @@
+/* config: every tunable of a run, from a "key = value" file plus "key=value" overrides.
+ *
+ * The keys live in one table (config.c) with type, default, bounds and help text; the
+ * parser, the printed resolved configuration, the text stored in model files and the
+ * README's key list are all generated from it. Unknown keys are errors that suggest the
+ * closest valid key. */
+#ifndef LADLE_CONFIG_H
+#define LADLE_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#define LADLE_PATH_MAX 1024
+
+typedef struct {
+    /* model */
+    int layers, dim, heads, context;
+    float init_std;
+    /* training */
+    int batch;          /* global batch, in sequences, independent of the rank count */
+    int steps;
+    int warmup;
+    float lr, min_lr_ratio, weight_decay, beta1, beta2, eps, clip;
+    long seed;
+    /* data */
+    char corpus[LADLE_PATH_MAX];
+    /* evaluation and logging */
+    int eval_every, eval_sequences, log_every;
+    char run_dir[LADLE_PATH_MAX];
+    int save_every;
+} ladle_config;
+
+void ladle_config_defaults(ladle_config *cfg);
+
+/* Parse a config file, then "key=value" overrides in order. Any problem is a usage error
+ * (every rank parses identically, so every rank stops). path may be NULL. */
+void ladle_config_load(ladle_config *cfg, const char *path, int n_overrides, char **overrides);
+
+/* Set one key from text; returns 0, or -1 with a message in err. */
+int ladle_config_set(ladle_config *cfg, const char *key, const char *value, char *err, size_t errlen);
+
+/* Cross-key checks (heads divide dim, ...): returns 0 or -1 with a message. */
+int ladle_config_validate(const ladle_config *cfg, char *err, size_t errlen);
+
+/* The resolved configuration as "key = value" lines (malloc'd, caller frees). */
+char *ladle_config_to_text(const ladle_config *cfg);
+
+/* Parse text produced by ladle_config_to_text (e.g. from a model file). */
+int ladle_config_from_text(ladle_config *cfg, const char *text, char *err, size_t errlen);
+
+/* Print the key table (name, default, help) as Markdown, for the docs. */
+void ladle_config_print_keys(FILE *out);
+
+#endif

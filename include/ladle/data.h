@@ -1,0 +1,59 @@
+/* data: the corpus file (written by 'ladle prep', see prep.h) and training batches.
+ *
+ * Corpus layout (HDF5, see share/ladle/FORMATS.md):
+ *   /                      attrs: format = "ladle-corpus", format_version = 1
+ *   /domains/<name>/train          uint8 [bytes]  documents of the train split, concatenated
+ *   /domains/<name>/train_offsets  uint64 [docs+1] start of each document in train
+ *   /domains/<name>/valid, /domains/<name>/valid_offsets   the same for the valid split
+ *   /domains/<name>               attrs: source (the paths it was built from), documents
+ *
+ * Batches are drawn by the counter RNG: sequence b of step t is a pure function of
+ * (seed, t, b), so every rank count sees the same global batch. */
+#ifndef LADLE_DATA_H
+#define LADLE_DATA_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define LADLE_NAME_MAX 64
+
+typedef struct {
+    char name[LADLE_NAME_MAX];
+    uint8_t *train;          /* train split bytes, documents concatenated */
+    size_t train_bytes;
+    size_t train_docs;
+    uint8_t *valid;
+    size_t valid_bytes;
+    size_t valid_docs;
+} ladle_domain;
+
+typedef struct {
+    int n_domains;
+    ladle_domain *domains;   /* sorted by name, as stored */
+} ladle_corpus;
+
+/* Open a corpus file and read every domain into memory (each rank reads it all; a
+ * corpus is small next to the model state). A missing, corrupt or non-ladle file, or a
+ * domain with no train bytes, is a usage error naming the file (all ranks detect it). */
+void ladle_corpus_open(ladle_corpus *corpus, const char *path, MPI_Comm comm);
+void ladle_corpus_free(ladle_corpus *corpus);
+
+/* Every domain must hold at least one window of context+1 bytes in its train split
+ * (and, for evaluation, its valid split): usage error naming the domain otherwise. */
+void ladle_corpus_check_context(const ladle_corpus *corpus, const char *path, int context);
+
+/* Training sequences b in [b_lo, b_hi) of step `step`: domain uniform over domains,
+ * window start uniform over the domain's train bytes. tokens and targets are
+ * (b_hi - b_lo) x context bytes; targets are tokens shifted by one. domains (may be
+ * NULL) receives each sequence's domain index. */
+void ladle_batch_train(const ladle_corpus *corpus, uint64_t seed, uint64_t step, int b_lo, int b_hi,
+                       int context, uint8_t *tokens, uint8_t *targets, int *domains);
+
+/* Validation window w of a domain: fixed, evenly spaced over the valid split, so every
+ * evaluation sees the same bytes. Returns the number of windows available (<= wanted). */
+int ladle_valid_windows(const ladle_domain *domain, int context, int wanted);
+void ladle_batch_valid(const ladle_domain *domain, int context, int n_windows, int w_lo, int w_hi,
+                       uint8_t *tokens, uint8_t *targets);
+
+#endif

@@ -1,0 +1,90 @@
+/* model: the byte-level GPT — its parameter table, initialisation, forward and backward.
+ *
+ * All parameters live in ONE flat float vector described by a table of named tensors
+ * (name, shape, offset). Gradients and AdamW moments are further vectors over the same
+ * table. Tensor names are those stored in model files: wte, wpe, h.<l>.ln1.w, ...,
+ * lnf.w, lnf.b. The table order is fixed; offsets are dense (no padding). */
+#ifndef LADLE_MODEL_H
+#define LADLE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ladle/config.h"
+
+#define LADLE_VOCAB 256
+#define LADLE_TENSOR_NAME_MAX 48
+
+typedef struct {
+    char name[LADLE_TENSOR_NAME_MAX];
+    int ndim;
+    int shape[2];
+    size_t offset, size;
+    int decay;            /* 1: weight decay applies (matrices and embeddings) */
+    float init_std;       /* 0: constant init_value */
+    float init_value;
+} ladle_tensor;
+
+typedef struct {
+    int layers, dim, heads, context;   /* L, C, NH, T */
+    int n_tensors;
+    ladle_tensor *tensors;
+    size_t n_params;
+} ladle_model;
+
+/* Per-layer parameter views into the flat vector. */
+typedef struct {
+    const float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
+    const float *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+} ladle_layer_params;
+
+/* Forward activations for a batch of B sequences, in one allocation. */
+typedef struct {
+    int B;
+    float *memory;
+    float *encoded;                 /* [B,T,C] */
+    float *ln1, *ln1_mean, *ln1_rstd; /* [L,B,T,C], [L,B,T] x2 */
+    float *qkv;                     /* [L,B,T,3C] */
+    float *atty;                    /* [L,B,T,C] */
+    float *att;                     /* [L,B,NH,T,T] */
+    float *attproj;                 /* [L,B,T,C] */
+    float *residual2;               /* [L,B,T,C] */
+    float *ln2, *ln2_mean, *ln2_rstd;
+    float *fch, *fch_gelu;          /* [L,B,T,4C] */
+    float *fcproj;                  /* [L,B,T,C] */
+    float *residual3;               /* [L,B,T,C] */
+    float *lnf, *lnf_mean, *lnf_rstd;
+    float *logits, *probs, *losses; /* [B,T,V] x2, [B,T] */
+    /* backward scratch, reused layer after layer */
+    float *d_memory;
+    float *d_residual, *d_ln, *d_atty, *d_qkv, *d_fch, *d_fch_gelu, *d_logits, *d_att_scratch;
+} ladle_activations;
+
+void ladle_model_create(ladle_model *model, const ladle_config *cfg);
+void ladle_model_free(ladle_model *model);
+const ladle_tensor *ladle_model_tensor(const ladle_model *model, const char *name);
+
+/* Initialise params[lo, hi) of the flat vector: each element is a pure function of
+ * (seed, tensor, index), so every shard initialises its own slice with no communication. */
+void ladle_model_init_range(const ladle_model *model, float *slice, size_t lo, size_t hi, uint64_t seed);
+
+ladle_layer_params ladle_layer_view(const ladle_model *model, const float *params, int layer);
+
+void ladle_activations_create(ladle_activations *acts, const ladle_model *model, int B);
+void ladle_activations_free(ladle_activations *acts);
+
+/* Forward pass over B sequences; with targets, returns the SUM of the B*T losses
+ * (per-position losses are left in acts->losses). Without targets, only logits. */
+double ladle_model_forward(const ladle_model *model, const float *params, ladle_activations *acts,
+                           const uint8_t *tokens, const uint8_t *targets, int B);
+
+/* Backward of the last forward: grads += grad_scale * d(sum of losses)/d(params).
+ * grad_scale is 1/(global batch * T) for the mean loss over all ranks' sequences. */
+void ladle_model_backward(const ladle_model *model, const float *params, float *grads,
+                          ladle_activations *acts, const uint8_t *tokens, const uint8_t *targets,
+                          int B, float grad_scale);
+
+/* FLOPs of one training step (forward + backward) per token, for MFU. */
+double ladle_model_flops_per_token(const ladle_model *model);
+
+#endif

@@ -1,0 +1,306 @@
+#include "ladle/config.h"
+#include "ladle/error.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { KEY_INT, KEY_LONG, KEY_FLOAT, KEY_PATH } key_type;
+
+typedef struct {
+    const char *name;
+    key_type type;
+    size_t offset;
+    const char *fallback;   /* default, as text */
+    double min, max;        /* inclusive bounds for numbers */
+    const char *help;
+} key_spec;
+
+#define KEY(name, type, field, fallback, min, max, help) \
+    { name, type, offsetof(ladle_config, field), fallback, min, max, help }
+
+static const key_spec KEYS[] = {
+    KEY("model.layers", KEY_INT, layers, "4", 1, 1024, "transformer blocks"),
+    KEY("model.dim", KEY_INT, dim, "128", 1, 65536, "embedding width C"),
+    KEY("model.heads", KEY_INT, heads, "4", 1, 4096, "attention heads (must divide model.dim)"),
+    KEY("model.context", KEY_INT, context, "128", 1, 65536, "context length T in bytes"),
+    KEY("model.init_std", KEY_FLOAT, init_std, "0.02", 0, 10, "std of the normal initial weights"),
+    KEY("train.batch", KEY_INT, batch, "16", 1, 1 << 24, "global batch in sequences (independent of the rank count)"),
+    KEY("train.steps", KEY_INT, steps, "100", 0, 1 << 30, "optimizer steps"),
+    KEY("train.warmup", KEY_INT, warmup, "10", 0, 1 << 30, "linear warmup steps"),
+    KEY("train.lr", KEY_FLOAT, lr, "1e-3", 0, 10, "peak learning rate"),
+    KEY("train.min_lr_ratio", KEY_FLOAT, min_lr_ratio, "0.1", 0, 1, "final lr of the cosine decay, as a fraction of train.lr"),
+    KEY("train.weight_decay", KEY_FLOAT, weight_decay, "0.1", 0, 10, "AdamW decoupled weight decay (matrices only)"),
+    KEY("train.beta1", KEY_FLOAT, beta1, "0.9", 0, 0.999999, "AdamW beta1"),
+    KEY("train.beta2", KEY_FLOAT, beta2, "0.95", 0, 0.999999, "AdamW beta2"),
+    KEY("train.eps", KEY_FLOAT, eps, "1e-8", 0, 1, "AdamW epsilon"),
+    KEY("train.clip", KEY_FLOAT, clip, "1.0", 0, 1e30, "global gradient-norm clip (0 = off)"),
+    KEY("train.seed", KEY_LONG, seed, "1", 0, 9.0e18, "seed of the counter RNG (init, data)"),
+    KEY("data.corpus", KEY_PATH, corpus, "", 0, 0, "corpus file written by 'ladle prep'"),
+    KEY("eval.every", KEY_INT, eval_every, "50", 0, 1 << 30, "evaluate on every domain's valid split every N steps (0 = only at the end)"),
+    KEY("eval.sequences", KEY_INT, eval_sequences, "32", 1, 1 << 24, "valid windows per domain per evaluation"),
+    KEY("log.every", KEY_INT, log_every, "1", 1, 1 << 30, "progress line every N steps"),
+    KEY("run.dir", KEY_PATH, run_dir, "run", 0, 0, "output directory (metrics.jsonl, model.h5)"),
+    KEY("run.save_every", KEY_INT, save_every, "0", 0, 1 << 30, "write model.h5 every N steps (0 = only at the end)"),
+};
+#define N_KEYS (sizeof KEYS / sizeof KEYS[0])
+
+static const key_spec *find_key(const char *name)
+{
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (strcmp(KEYS[i].name, name) == 0) return &KEYS[i];
+    return NULL;
+}
+
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t row[128];
+    if (lb >= 128) return (size_t)-1;
+    for (size_t j = 0; j <= lb; j++) row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            if (up + 1 < best) best = up + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+static const char *closest_key(const char *name)
+{
+    const char *best = KEYS[0].name;
+    size_t best_d = (size_t)-1;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        /* compare against the full key and against its part after the dot, so that
+         * "layers" suggests "model.layers" */
+        const char *dot = strchr(KEYS[i].name, '.');
+        size_t d = edit_distance(name, KEYS[i].name);
+        if (dot) {
+            size_t d2 = edit_distance(name, dot + 1);
+            if (d2 < d) d = d2;
+        }
+        if (d < best_d) { best_d = d; best = KEYS[i].name; }
+    }
+    return best;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s)) s++;
+    char *end = s + strlen(s);
+    while (end > s && isspace((unsigned char)end[-1])) *--end = '\0';
+    return s;
+}
+
+int ladle_config_set(ladle_config *cfg, const char *key, const char *value, char *err, size_t errlen)
+{
+    const key_spec *k = find_key(key);
+    if (!k) {
+        snprintf(err, errlen, "unknown configuration key '%s' (did you mean '%s'?)", key, closest_key(key));
+        return -1;
+    }
+    char *field = (char *)cfg + k->offset;
+    char *end = NULL;
+    errno = 0;
+    switch (k->type) {
+    case KEY_INT:
+    case KEY_LONG: {
+        long long v = strtoll(value, &end, 10);
+        if (end == value || *end != '\0' || errno) {
+            snprintf(err, errlen, "%s = '%s': expected an integer", key, value);
+            return -1;
+        }
+        if ((double)v < k->min || (double)v > k->max) {
+            snprintf(err, errlen, "%s = %lld: expected an integer in [%.0f, %.0f]", key, v, k->min, k->max);
+            return -1;
+        }
+        if (k->type == KEY_INT) *(int *)field = (int)v;
+        else *(long *)field = (long)v;
+        return 0;
+    }
+    case KEY_FLOAT: {
+        double v = strtod(value, &end);
+        if (end == value || *end != '\0' || errno || !isfinite(v)) {
+            snprintf(err, errlen, "%s = '%s': expected a number", key, value);
+            return -1;
+        }
+        if (v < k->min || v > k->max) {
+            snprintf(err, errlen, "%s = %g: expected a number in [%g, %g]", key, v, k->min, k->max);
+            return -1;
+        }
+        *(float *)field = (float)v;
+        return 0;
+    }
+    case KEY_PATH:
+        if (strlen(value) >= LADLE_PATH_MAX) {
+            snprintf(err, errlen, "%s: path longer than %d bytes", key, LADLE_PATH_MAX - 1);
+            return -1;
+        }
+        strcpy(field, value);
+        return 0;
+    }
+    snprintf(err, errlen, "%s: internal error (key type)", key);
+    return -1;
+}
+
+void ladle_config_defaults(ladle_config *cfg)
+{
+    char err[256];
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (ladle_config_set(cfg, KEYS[i].name, KEYS[i].fallback, err, sizeof err) != 0)
+            LADLE_FAIL("bad default: %s", err);
+}
+
+/* Parse "key = value" lines; '#' starts a comment. origin names the source in errors. */
+static int parse_lines(ladle_config *cfg, const char *text, const char *origin, char *err, size_t errlen)
+{
+    char *copy = ladle_malloc(strlen(text) + 1, "configuration text");
+    strcpy(copy, text);
+    int lineno = 0, rc = 0;
+    for (char *line = copy; line && rc == 0;) {
+        char *next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash) *hash = '\0';
+        char *s = trim(line);
+        if (*s) {
+            char *eq = strchr(s, '=');
+            char msg[512];
+            if (!eq) {
+                snprintf(err, errlen, "%s:%d: expected 'key = value', got '%s'", origin, lineno, s);
+                rc = -1;
+            } else {
+                *eq = '\0';
+                if (ladle_config_set(cfg, trim(s), trim(eq + 1), msg, sizeof msg) != 0) {
+                    snprintf(err, errlen, "%s:%d: %s", origin, lineno, msg);
+                    rc = -1;
+                }
+            }
+        }
+        line = next;
+    }
+    free(copy);
+    return rc;
+}
+
+int ladle_config_from_text(ladle_config *cfg, const char *text, char *err, size_t errlen)
+{
+    ladle_config_defaults(cfg);
+    return parse_lines(cfg, text, "stored configuration", err, errlen);
+}
+
+static char *read_text_file(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot open config file '%s': %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, len = 0;
+    char *buf = ladle_malloc(cap, "config file");
+    size_t got;
+    while ((got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += got;
+        if (cap - len - 1 == 0) {
+            cap *= 2;
+            char *grown = realloc(buf, cap);
+            if (!grown) { free(buf); fclose(f); LADLE_FAIL("out of memory reading %s", path); }
+            buf = grown;
+        }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        snprintf(err, errlen, "cannot read config file '%s'", path);
+        return NULL;
+    }
+    buf[len] = '\0';
+    if (memchr(buf, '\0', len)) {
+        free(buf);
+        snprintf(err, errlen, "config file '%s' is not text (contains NUL bytes)", path);
+        return NULL;
+    }
+    return buf;
+}
+
+void ladle_config_load(ladle_config *cfg, const char *path, int n_overrides, char **overrides)
+{
+    char err[1024];
+    ladle_config_defaults(cfg);
+    if (path) {
+        char *text = read_text_file(path, err, sizeof err);
+        if (!text) ladle_usage_error("%s", err);
+        int rc = parse_lines(cfg, text, path, err, sizeof err);
+        free(text);
+        if (rc != 0) ladle_usage_error("%s", err);
+    }
+    for (int i = 0; i < n_overrides; i++) {
+        char key[256];
+        const char *eq = strchr(overrides[i], '=');
+        if (!eq || eq == overrides[i] || (size_t)(eq - overrides[i]) >= sizeof key)
+            ladle_usage_error("command line: expected key=value, got '%s'", overrides[i]);
+        memcpy(key, overrides[i], (size_t)(eq - overrides[i]));
+        key[eq - overrides[i]] = '\0';
+        char msg[512];
+        if (ladle_config_set(cfg, trim(key), eq + 1, msg, sizeof msg) != 0)
+            ladle_usage_error("command line: %s", msg);
+    }
+    if (ladle_config_validate(cfg, err, sizeof err) != 0) ladle_usage_error("%s", err);
+}
+
+int ladle_config_validate(const ladle_config *cfg, char *err, size_t errlen)
+{
+    if (cfg->dim % cfg->heads != 0) {
+        snprintf(err, errlen, "model.heads = %d does not divide model.dim = %d", cfg->heads, cfg->dim);
+        return -1;
+    }
+    if (cfg->warmup > 0 && cfg->warmup > cfg->steps && cfg->steps > 0) {
+        snprintf(err, errlen, "train.warmup = %d exceeds train.steps = %d", cfg->warmup, cfg->steps);
+        return -1;
+    }
+    return 0;
+}
+
+static int format_value(const ladle_config *cfg, const key_spec *k, char *out, size_t len)
+{
+    const char *field = (const char *)cfg + k->offset;
+    switch (k->type) {
+    case KEY_INT: return snprintf(out, len, "%d", *(const int *)field);
+    case KEY_LONG: return snprintf(out, len, "%ld", *(const long *)field);
+    case KEY_FLOAT: return snprintf(out, len, "%.9g", (double)*(const float *)field);
+    case KEY_PATH: return snprintf(out, len, "%s", field);
+    }
+    return 0;
+}
+
+char *ladle_config_to_text(const ladle_config *cfg)
+{
+    size_t cap = N_KEYS * (LADLE_PATH_MAX + 64), len = 0;
+    char *text = ladle_malloc(cap, "configuration text");
+    text[0] = '\0';
+    for (size_t i = 0; i < N_KEYS; i++) {
+        char value[LADLE_PATH_MAX + 32];
+        format_value(cfg, &KEYS[i], value, sizeof value);
+        len += (size_t)snprintf(text + len, cap - len, "%s = %s\n", KEYS[i].name, value);
+    }
+    return text;
+}
+
+void ladle_config_print_keys(FILE *out)
+{
+    fprintf(out, "| key | default | meaning |\n|---|---|---|\n");
+    for (size_t i = 0; i < N_KEYS; i++)
+        fprintf(out, "| `%s` | `%s` | %s |\n", KEYS[i].name, KEYS[i].fallback, KEYS[i].help);
+}

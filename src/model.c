@@ -1,0 +1,267 @@
+#include "ladle/model.h"
+#include "ladle/error.h"
+#include "ladle/kernels.h"
+#include "ladle/rng.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { TENSORS_PER_LAYER = 12 };
+
+static void add_tensor(ladle_model *m, const char *name, int rows, int cols, int decay,
+                       float init_std, float init_value)
+{
+    ladle_tensor *t = &m->tensors[m->n_tensors++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = cols > 0 ? 2 : 1;
+    t->shape[0] = rows;
+    t->shape[1] = cols > 0 ? cols : 1;
+    t->size = (size_t)rows * (size_t)t->shape[1];
+    t->offset = m->n_params;
+    t->decay = decay;
+    t->init_std = init_std;
+    t->init_value = init_value;
+    m->n_params += t->size;
+}
+
+void ladle_model_create(ladle_model *m, const ladle_config *cfg)
+{
+    memset(m, 0, sizeof *m);
+    m->layers = cfg->layers;
+    m->dim = cfg->dim;
+    m->heads = cfg->heads;
+    m->context = cfg->context;
+    const int L = m->layers, C = m->dim, T = m->context;
+    const float std = cfg->init_std;
+    /* GPT-2: projections into the residual stream are scaled down by 1/sqrt(2L) so the
+     * stream's variance does not grow with depth. */
+    const float residual_std = std / sqrtf(2.0f * (float)L);
+    m->tensors = ladle_calloc((size_t)(4 + L * TENSORS_PER_LAYER), sizeof(ladle_tensor), "tensor table");
+    add_tensor(m, "wte", LADLE_VOCAB, C, 1, std, 0);
+    add_tensor(m, "wpe", T, C, 1, std, 0);
+    char name[LADLE_TENSOR_NAME_MAX];
+    for (int l = 0; l < L; l++) {
+#define LAYER_TENSOR(suffix, rows, cols, decay, sd, value) \
+        snprintf(name, sizeof name, "h.%d." suffix, l); add_tensor(m, name, rows, cols, decay, sd, value)
+        LAYER_TENSOR("ln1.w", C, 0, 0, 0, 1);
+        LAYER_TENSOR("ln1.b", C, 0, 0, 0, 0);
+        LAYER_TENSOR("attn.qkv.w", 3 * C, C, 1, std, 0);
+        LAYER_TENSOR("attn.qkv.b", 3 * C, 0, 0, 0, 0);
+        LAYER_TENSOR("attn.proj.w", C, C, 1, residual_std, 0);
+        LAYER_TENSOR("attn.proj.b", C, 0, 0, 0, 0);
+        LAYER_TENSOR("ln2.w", C, 0, 0, 0, 1);
+        LAYER_TENSOR("ln2.b", C, 0, 0, 0, 0);
+        LAYER_TENSOR("ffn.w1", 4 * C, C, 1, std, 0);
+        LAYER_TENSOR("ffn.b1", 4 * C, 0, 0, 0, 0);
+        LAYER_TENSOR("ffn.w2", C, 4 * C, 1, residual_std, 0);
+        LAYER_TENSOR("ffn.b2", C, 0, 0, 0, 0);
+#undef LAYER_TENSOR
+    }
+    add_tensor(m, "lnf.w", C, 0, 0, 0, 1);
+    add_tensor(m, "lnf.b", C, 0, 0, 0, 0);
+}
+
+void ladle_model_free(ladle_model *m)
+{
+    free(m->tensors);
+    memset(m, 0, sizeof *m);
+}
+
+const ladle_tensor *ladle_model_tensor(const ladle_model *m, const char *name)
+{
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+void ladle_model_init_range(const ladle_model *m, float *slice, size_t lo, size_t hi, uint64_t seed)
+{
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ladle_tensor *t = &m->tensors[i];
+        size_t a = t->offset > lo ? t->offset : lo;
+        size_t b = t->offset + t->size < hi ? t->offset + t->size : hi;
+        for (size_t j = a; j < b; j++)
+            slice[j - lo] = t->init_std > 0
+                ? t->init_std * ladle_rng_normal(seed, (uint64_t)i, LADLE_STREAM_INIT, j - t->offset)
+                : t->init_value;
+    }
+}
+
+ladle_layer_params ladle_layer_view(const ladle_model *m, const float *params, int l)
+{
+    const ladle_tensor *t = &m->tensors[2 + l * TENSORS_PER_LAYER];
+    ladle_layer_params p = {
+        params + t[0].offset, params + t[1].offset, params + t[2].offset, params + t[3].offset,
+        params + t[4].offset, params + t[5].offset, params + t[6].offset, params + t[7].offset,
+        params + t[8].offset, params + t[9].offset, params + t[10].offset, params + t[11].offset,
+    };
+    return p;
+}
+
+/* Gradient views have the same layout as parameter views; cast away const once, here. */
+typedef struct {
+    float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
+    float *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+} layer_grads;
+
+static layer_grads layer_grad_view(const ladle_model *m, float *grads, int l)
+{
+    ladle_layer_params v = ladle_layer_view(m, grads, l);
+    layer_grads g;
+    memcpy(&g, &v, sizeof g);
+    return g;
+}
+
+/* ---- activations -------------------------------------------------------------- */
+
+void ladle_activations_create(ladle_activations *a, const ladle_model *m, int B)
+{
+    memset(a, 0, sizeof *a);
+    a->B = B;
+    const size_t L = (size_t)m->layers, C = (size_t)m->dim, T = (size_t)m->context;
+    const size_t NH = (size_t)m->heads, V = LADLE_VOCAB, BT = (size_t)B * T;
+    /* one pass to size the buffer, one to hand out the pointers */
+    struct { float **ptr; size_t n; } fwd[] = {
+        {&a->encoded, BT * C},
+        {&a->ln1, L * BT * C}, {&a->ln1_mean, L * BT}, {&a->ln1_rstd, L * BT},
+        {&a->qkv, L * BT * 3 * C}, {&a->atty, L * BT * C}, {&a->att, L * B * NH * T * T},
+        {&a->attproj, L * BT * C}, {&a->residual2, L * BT * C},
+        {&a->ln2, L * BT * C}, {&a->ln2_mean, L * BT}, {&a->ln2_rstd, L * BT},
+        {&a->fch, L * BT * 4 * C}, {&a->fch_gelu, L * BT * 4 * C},
+        {&a->fcproj, L * BT * C}, {&a->residual3, L * BT * C},
+        {&a->lnf, BT * C}, {&a->lnf_mean, BT}, {&a->lnf_rstd, BT},
+        {&a->logits, BT * V}, {&a->probs, BT * V}, {&a->losses, BT},
+    };
+    struct { float **ptr; size_t n; } bwd[] = {
+        {&a->d_residual, BT * C}, {&a->d_ln, BT * C}, {&a->d_atty, BT * C},
+        {&a->d_qkv, BT * 3 * C}, {&a->d_fch, BT * 4 * C}, {&a->d_fch_gelu, BT * 4 * C},
+        {&a->d_logits, BT * V}, {&a->d_att_scratch, T * T},
+    };
+    size_t n_fwd = 0, n_bwd = 0;
+    for (size_t i = 0; i < sizeof fwd / sizeof fwd[0]; i++) n_fwd += fwd[i].n;
+    for (size_t i = 0; i < sizeof bwd / sizeof bwd[0]; i++) n_bwd += bwd[i].n;
+    a->memory = ladle_malloc(n_fwd * sizeof(float), "activations");
+    a->d_memory = ladle_malloc(n_bwd * sizeof(float), "activation gradients");
+    float *p = a->memory;
+    for (size_t i = 0; i < sizeof fwd / sizeof fwd[0]; i++) { *fwd[i].ptr = p; p += fwd[i].n; }
+    p = a->d_memory;
+    for (size_t i = 0; i < sizeof bwd / sizeof bwd[0]; i++) { *bwd[i].ptr = p; p += bwd[i].n; }
+}
+
+void ladle_activations_free(ladle_activations *a)
+{
+    free(a->memory);
+    free(a->d_memory);
+    memset(a, 0, sizeof *a);
+}
+
+/* ---- forward -------------------------------------------------------------------- */
+
+double ladle_model_forward(const ladle_model *m, const float *params, ladle_activations *a,
+                           const uint8_t *tokens, const uint8_t *targets, int B)
+{
+    LADLE_CHECK(B <= a->B, "batch of %d sequences exceeds the %d the activations were sized for", B, a->B);
+    const int L = m->layers, C = m->dim, T = m->context, NH = m->heads, V = LADLE_VOCAB;
+    const int N = B * T;
+    const size_t BTC = (size_t)N * C, BT = (size_t)N;
+    const float *wte = params + m->tensors[0].offset;
+    const float *wpe = params + m->tensors[1].offset;
+    const ladle_tensor *lnf = &m->tensors[2 + L * TENSORS_PER_LAYER];
+
+    encoder_forward(a->encoded, tokens, wte, wpe, B, T, C);
+    const float *residual = a->encoded;
+    for (int l = 0; l < L; l++) {
+        ladle_layer_params w = ladle_layer_view(m, params, l);
+        float *ln1 = a->ln1 + l * BTC, *ln1_mean = a->ln1_mean + l * BT, *ln1_rstd = a->ln1_rstd + l * BT;
+        float *qkv = a->qkv + l * 3 * BTC, *atty = a->atty + l * BTC;
+        float *att = a->att + (size_t)l * B * NH * T * T;
+        float *attproj = a->attproj + l * BTC, *residual2 = a->residual2 + l * BTC;
+        float *ln2 = a->ln2 + l * BTC, *ln2_mean = a->ln2_mean + l * BT, *ln2_rstd = a->ln2_rstd + l * BT;
+        float *fch = a->fch + l * 4 * BTC, *fch_gelu = a->fch_gelu + l * 4 * BTC;
+        float *fcproj = a->fcproj + l * BTC, *residual3 = a->residual3 + l * BTC;
+
+        layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, w.ln1_w, w.ln1_b, N, C);
+        matmul_forward(qkv, ln1, w.qkv_w, w.qkv_b, N, C, 3 * C);
+        attention_forward(atty, att, qkv, B, T, C, NH);
+        matmul_forward(attproj, atty, w.proj_w, w.proj_b, N, C, C);
+        residual_forward(residual2, residual, attproj, BTC);
+        layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, w.ln2_w, w.ln2_b, N, C);
+        matmul_forward(fch, ln2, w.fc1_w, w.fc1_b, N, C, 4 * C);
+        gelu_forward(fch_gelu, fch, 4 * BTC);
+        matmul_forward(fcproj, fch_gelu, w.fc2_w, w.fc2_b, N, 4 * C, C);
+        residual_forward(residual3, residual2, fcproj, BTC);
+        residual = residual3;
+    }
+    layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual,
+                      params + lnf[0].offset, params + lnf[1].offset, N, C);
+    matmul_forward(a->logits, a->lnf, wte, NULL, N, C, V);   /* tied embeddings */
+    if (!targets) return 0.0;
+    return crossentropy_forward(a->probs, a->losses, a->logits, targets, N, V);
+}
+
+/* ---- backward -------------------------------------------------------------------- */
+
+void ladle_model_backward(const ladle_model *m, const float *params, float *grads,
+                          ladle_activations *a, const uint8_t *tokens, const uint8_t *targets,
+                          int B, float grad_scale)
+{
+    const int L = m->layers, C = m->dim, T = m->context, NH = m->heads, V = LADLE_VOCAB;
+    const int N = B * T;
+    const size_t BTC = (size_t)N * C, BT = (size_t)N;
+    const float *wte = params + m->tensors[0].offset;
+    float *dwte = grads + m->tensors[0].offset;
+    float *dwpe = grads + m->tensors[1].offset;
+    const ladle_tensor *lnf = &m->tensors[2 + L * TENSORS_PER_LAYER];
+
+    memset(a->d_logits, 0, (size_t)N * V * sizeof(float));
+    memset(a->d_ln, 0, BTC * sizeof(float));
+    memset(a->d_residual, 0, BTC * sizeof(float));
+    crossentropy_backward(a->d_logits, a->probs, targets, grad_scale, N, V);
+    matmul_backward(a->d_ln, dwte, NULL, a->d_logits, a->lnf, wte, N, C, V);
+    const float *last = L > 0 ? a->residual3 + (L - 1) * BTC : a->encoded;
+    layernorm_backward(a->d_residual, grads + lnf[0].offset, grads + lnf[1].offset, a->d_ln,
+                       last, params + lnf[0].offset, a->lnf_mean, a->lnf_rstd, N, C);
+
+    /* d_residual carries the gradient of the residual stream down through the layers:
+     * the residual additions pass it through unchanged, the layernorms add to it. */
+    for (int l = L - 1; l >= 0; l--) {
+        ladle_layer_params w = ladle_layer_view(m, params, l);
+        layer_grads g = layer_grad_view(m, grads, l);
+        const float *residual = l == 0 ? a->encoded : a->residual3 + (l - 1) * BTC;
+        const float *ln1 = a->ln1 + l * BTC, *ln1_mean = a->ln1_mean + l * BT, *ln1_rstd = a->ln1_rstd + l * BT;
+        const float *qkv = a->qkv + l * 3 * BTC, *atty = a->atty + l * BTC;
+        const float *att = a->att + (size_t)l * B * NH * T * T;
+        const float *residual2 = a->residual2 + l * BTC;
+        const float *ln2 = a->ln2 + l * BTC, *ln2_mean = a->ln2_mean + l * BT, *ln2_rstd = a->ln2_rstd + l * BT;
+        const float *fch = a->fch + l * 4 * BTC, *fch_gelu = a->fch_gelu + l * 4 * BTC;
+
+        memset(a->d_fch_gelu, 0, 4 * BTC * sizeof(float));
+        memset(a->d_fch, 0, 4 * BTC * sizeof(float));
+        memset(a->d_ln, 0, BTC * sizeof(float));
+        matmul_backward(a->d_fch_gelu, g.fc2_w, g.fc2_b, a->d_residual, fch_gelu, w.fc2_w, N, 4 * C, C);
+        gelu_backward(a->d_fch, fch, a->d_fch_gelu, 4 * BTC);
+        matmul_backward(a->d_ln, g.fc1_w, g.fc1_b, a->d_fch, ln2, w.fc1_w, N, C, 4 * C);
+        layernorm_backward(a->d_residual, g.ln2_w, g.ln2_b, a->d_ln, residual2, w.ln2_w, ln2_mean, ln2_rstd, N, C);
+
+        memset(a->d_atty, 0, BTC * sizeof(float));
+        memset(a->d_qkv, 0, 3 * BTC * sizeof(float));
+        memset(a->d_ln, 0, BTC * sizeof(float));
+        matmul_backward(a->d_atty, g.proj_w, g.proj_b, a->d_residual, atty, w.proj_w, N, C, C);
+        attention_backward(a->d_qkv, a->d_att_scratch, a->d_atty, qkv, att, B, T, C, NH);
+        matmul_backward(a->d_ln, g.qkv_w, g.qkv_b, a->d_qkv, ln1, w.qkv_w, N, C, 3 * C);
+        layernorm_backward(a->d_residual, g.ln1_w, g.ln1_b, a->d_ln, residual, w.ln1_w, ln1_mean, ln1_rstd, N, C);
+    }
+    encoder_backward(dwte, dwpe, a->d_residual, tokens, B, T, C);
+}
+
+double ladle_model_flops_per_token(const ladle_model *m)
+{
+    /* 6 flops per weight per token (2 forward, 4 backward) for every matrix product,
+     * plus attention: q k^T and P v, forward 2*2*T*C per token per layer, x3 with
+     * backward. Full T x T products are computed (the causal half is masked, not skipped). */
+    const double L = m->layers, C = m->dim, T = m->context;
+    double matmul_weights = L * 12.0 * C * C + (double)LADLE_VOCAB * C;
+    return 6.0 * matmul_weights + 3.0 * L * 4.0 * T * C;
+}

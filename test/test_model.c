@@ -1,0 +1,161 @@
+/* Whole-model checks: finite differences of the mean loss w.r.t. entries of every
+ * tensor; gradients of a batch = sum of the gradients of its parts (what sharding the
+ * batch across ranks relies on); slice-wise initialisation = whole initialisation. */
+#include "ladle/config.h"
+#include "ladle/model.h"
+#include "ladle/rng.h"
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static test_counts counts;
+
+typedef struct {
+    ladle_model model;
+    ladle_activations acts;
+    float *params;
+    uint8_t *tokens, *targets;
+    int B;
+} fixture;
+
+static void fixture_create(fixture *f, int B)
+{
+    ladle_config cfg;
+    ladle_config_defaults(&cfg);
+    cfg.layers = 2; cfg.dim = 16; cfg.heads = 2; cfg.context = 8;
+    cfg.init_std = 0.2f;   /* large weights: gradients well above float noise */
+    ladle_model_create(&f->model, &cfg);
+    f->B = B;
+    f->params = malloc(f->model.n_params * sizeof(float));
+    ladle_model_init_range(&f->model, f->params, 0, f->model.n_params, 42);
+    /* perturb the constant-initialised layernorm gains and biases so their gradients are generic */
+    for (size_t i = 0; i < f->model.n_params; i++)
+        f->params[i] += 0.1f * ladle_rng_normal(3, 0, 0, i);
+    ladle_activations_create(&f->acts, &f->model, B);
+    size_t n = (size_t)B * cfg.context;
+    f->tokens = malloc(n);
+    f->targets = malloc(n);
+    for (size_t i = 0; i < n; i++) {
+        f->tokens[i] = (uint8_t)ladle_rng_below(5, 0, 1, i, 256);
+        f->targets[i] = (uint8_t)ladle_rng_below(5, 0, 2, i, 256);
+    }
+}
+
+static void fixture_free(fixture *f)
+{
+    ladle_activations_free(&f->acts);
+    ladle_model_free(&f->model);
+    free(f->params); free(f->tokens); free(f->targets);
+}
+
+static double mean_loss(fixture *f)
+{
+    double s = ladle_model_forward(&f->model, f->params, &f->acts, f->tokens, f->targets, f->B);
+    return s / ((double)f->B * f->model.context);
+}
+
+static void test_finite_differences(void)
+{
+    fixture f;
+    fixture_create(&f, 3);
+    const int T = f.model.context;
+    float *grads = calloc(f.model.n_params, sizeof(float));
+    mean_loss(&f);
+    ladle_model_backward(&f.model, f.params, grads, &f.acts, f.tokens, f.targets, f.B, 1.0f / (float)(f.B * T));
+    const float eps = 1e-2f;
+    for (int ti = 0; ti < f.model.n_tensors; ti++) {
+        const ladle_tensor *t = &f.model.tensors[ti];
+        double num = 0, den = 0;
+        int probes = 0;
+        /* wte rows of bytes not in the batch have zero gradient: probe used rows too */
+        for (int k = 0; k < 24; k++) {
+            size_t j = k < 12 ? ladle_rng_below(9, (uint64_t)ti, 0, (uint64_t)k, t->size)
+                              : (strcmp(t->name, "wte") == 0
+                                     ? (size_t)f.tokens[k] * (size_t)f.model.dim + (size_t)k % f.model.dim
+                                     : ladle_rng_below(9, (uint64_t)ti, 1, (uint64_t)k, t->size));
+            float *x = f.params + t->offset + j;
+            float saved = *x;
+            *x = saved + eps; double lp = mean_loss(&f);
+            *x = saved - eps; double lm = mean_loss(&f);
+            *x = saved;
+            double fd = (lp - lm) / (2 * eps), g = grads[t->offset + j];
+            num += (fd - g) * (fd - g);
+            den += fd * fd;
+            probes++;
+        }
+        double rel = sqrt(num / (den > 0 ? den : 1e-30));
+        EXPECT(&counts, rel < 2e-3, "tensor %s: FD rel. error %.3g over %d probes", t->name, rel, probes);
+        EXPECT(&counts, den > 0, "tensor %s: all probed gradients zero", t->name);
+        printf("  %-18s rel. error %.2e\n", t->name, rel);
+    }
+    free(grads);
+    fixture_free(&f);
+}
+
+static void test_batch_split(void)
+{
+    fixture f;
+    fixture_create(&f, 4);
+    const int T = f.model.context;
+    const size_t p = f.model.n_params;
+    float *whole = calloc(p, sizeof(float)), *parts = calloc(p, sizeof(float));
+    float scale = 1.0f / (float)(4 * T);
+    double loss_whole = ladle_model_forward(&f.model, f.params, &f.acts, f.tokens, f.targets, 4);
+    ladle_model_backward(&f.model, f.params, whole, &f.acts, f.tokens, f.targets, 4, scale);
+    double loss_parts = 0;
+    int splits[3][2] = {{0, 1}, {1, 3}, {3, 4}};
+    for (int s = 0; s < 3; s++) {
+        int lo = splits[s][0], n = splits[s][1] - lo;
+        const uint8_t *tok = f.tokens + (size_t)lo * T, *tgt = f.targets + (size_t)lo * T;
+        loss_parts += ladle_model_forward(&f.model, f.params, &f.acts, tok, tgt, n);
+        ladle_model_backward(&f.model, f.params, parts, &f.acts, tok, tgt, n, scale);
+    }
+    EXPECT(&counts, rel_err(loss_whole, loss_parts, 1e-9) < 1e-6, "loss of batch %.9g != sum of parts %.9g", loss_whole, loss_parts);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < p; i++) {
+        num += (whole[i] - parts[i]) * (double)(whole[i] - parts[i]);
+        den += (double)whole[i] * whole[i];
+    }
+    EXPECT(&counts, sqrt(num / den) < 1e-5, "grad of batch vs sum of parts: rel. %.3g", sqrt(num / den));
+    free(whole); free(parts);
+    fixture_free(&f);
+}
+
+static void test_init_slices(void)
+{
+    fixture f;
+    fixture_create(&f, 1);
+    const size_t p = f.model.n_params;
+    float *whole = malloc(p * sizeof(float)), *slices = malloc(p * sizeof(float));
+    ladle_model_init_range(&f.model, whole, 0, p, 11);
+    size_t cuts[] = {0, 1, p / 3, p / 3 + 7, p - 2, p};
+    for (int i = 0; i + 1 < 6; i++)
+        ladle_model_init_range(&f.model, slices + cuts[i], cuts[i], cuts[i + 1], 11);
+    EXPECT(&counts, memcmp(whole, slices, p * sizeof(float)) == 0, "slice-wise init differs from whole init");
+    const ladle_tensor *ln = ladle_model_tensor(&f.model, "h.1.ln2.w");
+    const ladle_tensor *w1 = ladle_model_tensor(&f.model, "h.0.ffn.w1");
+    EXPECT(&counts, ln && whole[ln->offset] == 1.0f, "layernorm gain must start at 1");
+    EXPECT(&counts, w1 && w1->shape[0] == 64 && w1->shape[1] == 16, "ffn.w1 must be [4C, C]");
+    double s = 0, s2 = 0;
+    for (size_t i = 0; i < w1->size; i++) { s += whole[w1->offset + i]; s2 += whole[w1->offset + i] * whole[w1->offset + i]; }
+    double sd = sqrt(s2 / w1->size - (s / w1->size) * (s / w1->size));
+    EXPECT(&counts, fabs(sd - 0.2) < 0.02, "ffn.w1 init std %.4f, expected 0.2", sd);
+    /* tensors tile the flat vector exactly */
+    size_t next = 0;
+    for (int i = 0; i < f.model.n_tensors; i++) {
+        EXPECT(&counts, f.model.tensors[i].offset == next, "tensor %s offset gap", f.model.tensors[i].name);
+        next += f.model.tensors[i].size;
+    }
+    EXPECT(&counts, next == p, "tensor table does not cover the parameter vector");
+    free(whole); free(slices);
+    fixture_free(&f);
+}
+
+int main(void)
+{
+    test_finite_differences();
+    test_batch_split();
+    test_init_slices();
+    return test_summary(&counts, "test_model");
+}
