@@ -68,7 +68,7 @@ static void test_finite_differences(void)
         const ladle_tensor *t = &f.model.tensors[ti];
         double num = 0, den = 0;
         int probes = 0;
-        /* wte rows of bytes not in the batch have zero gradient: probe used rows too */
+        /* also probe wte rows of bytes in the batch, which get gradient through the encoder too */
         for (int k = 0; k < 24; k++) {
             size_t j = k < 12 ? ladle_rng_below(9, (uint64_t)ti, 0, (uint64_t)k, t->size)
                               : (strcmp(t->name, "wte") == 0

@@ -26,6 +26,7 @@ typedef struct {
     char corpus[LADLE_PATH_MAX];
     /* evaluation and logging */
     int eval_every, eval_sequences, log_every;
+    float peak_gflops;  /* per rank, for MFU */
     char run_dir[LADLE_PATH_MAX];
     int save_every;
 } ladle_config;

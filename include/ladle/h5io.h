@@ -1,0 +1,30 @@
+/* h5io: the few HDF5 helpers every ladle file uses (corpus, model, checkpoint):
+ * opening for reading with one clear error instead of HDF5's error stack, and string /
+ * integer attributes that h5py reads as str / int. */
+#ifndef LADLE_H5IO_H
+#define LADLE_H5IO_H
+
+#include <hdf5.h>
+#include <mpi.h>
+
+/* Open an existing ladle file read-only on every rank of comm (MPI-IO driver). Checks
+ * that the file exists, is HDF5, and that its root attribute `format` equals
+ * expected_format with format_version <= max_version. Any failure is a usage error
+ * naming the file and what was found ("what" describes the role, e.g. "corpus"). */
+hid_t ladle_h5_open_ladle_file(const char *path, const char *what, const char *expected_format,
+                               long max_version, MPI_Comm comm);
+
+/* File access properties for MPI-IO on comm (file locking off, alignment set). */
+hid_t ladle_h5_fapl_mpio(MPI_Comm comm);
+
+void ladle_h5_write_string_attr(hid_t obj, const char *name, const char *value);
+/* Reads a fixed- or variable-length string attribute; malloc'd, or NULL if absent. */
+char *ladle_h5_read_string_attr(hid_t obj, const char *name);
+void ladle_h5_write_long_attr(hid_t obj, const char *name, long value);
+/* Returns 0 and sets *value, or -1 if the attribute is absent or not an integer. */
+int ladle_h5_read_long_attr(hid_t obj, const char *name, long *value);
+
+/* Silence HDF5's automatic error printing (ladle reports errors itself). */
+void ladle_h5_quiet(void);
+
+#endif

@@ -1,0 +1,372 @@
+/* data: read a corpus file (layout in data.h and prep.c) and cut training and
+ * validation windows out of it.
+ *
+ * Every rank opens the file with the MPI-IO driver and reads all of it with independent
+ * reads: a corpus is small next to the model state, and collective metadata reads are
+ * broken in HDF5 1.10.5-1.10.8. Every check on the file's structure is a usage error that
+ * all ranks reach identically (they all read the same bytes), so they all exit cleanly. */
+#define _POSIX_C_SOURCE 200809L
+
+#include "ladle/data.h"
+#include "ladle/error.h"
+#include "ladle/rng.h"
+
+#include <hdf5.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Must match what prep.c writes. */
+#define CORPUS_FORMAT "ladle-corpus"
+#define CORPUS_FORMAT_VERSION 1
+
+/* The corpus being opened: reject() needs both to close the file before exiting. */
+typedef struct {
+    const char *path;
+    hid_t file;
+    hid_t fapl;
+    ladle_corpus *corpus;
+} corpus_reader;
+
+/* A problem with the file's contents: close everything, then a clean usage error.
+ * The file access list uses H5F_CLOSE_STRONG, so H5Fclose also closes any group or
+ * dataset still open at the point of rejection. */
+__attribute__((format(printf, 2, 3)))
+static _Noreturn void reject(corpus_reader *r, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (r->file >= 0) H5Fclose(r->file);
+    if (r->fapl >= 0) H5Pclose(r->fapl);
+    ladle_corpus_free(r->corpus);
+    ladle_usage_error("%s", msg);
+}
+
+/* A string attribute of one element (fixed or variable length), as a malloc'd C
+ * string; NULL if the attribute is not a single string. */
+static char *read_string_attr(hid_t obj, const char *name)
+{
+    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
+    H5_CHECK(attr);
+    hid_t ftype = H5Aget_type(attr);
+    H5_CHECK(ftype);
+    hid_t space = H5Aget_space(attr);
+    H5_CHECK(space);
+    hssize_t npoints = H5Sget_simple_extent_npoints(space);
+    H5_CHECK(npoints);
+    char *out = NULL;
+    if (H5Tget_class(ftype) == H5T_STRING && npoints == 1) {
+        htri_t variable = H5Tis_variable_str(ftype);
+        H5_CHECK(variable);
+        hid_t mtype = H5Tcopy(H5T_C_S1);
+        H5_CHECK(mtype);
+        /* HDF5 does not convert between character sets: read in the stored one */
+        H5T_cset_t cset = H5Tget_cset(ftype);
+        H5_CHECK(cset);
+        H5_CHECK(H5Tset_cset(mtype, cset));
+        if (variable) {
+            char *s = NULL;
+            H5_CHECK(H5Tset_size(mtype, H5T_VARIABLE));
+            H5_CHECK(H5Aread(attr, mtype, &s));
+            size_t n = s ? strlen(s) : 0;
+            out = ladle_malloc(n + 1, "string attribute");
+            if (n) memcpy(out, s, n);
+            out[n] = '\0';
+            if (s) H5_CHECK(H5free_memory(s));
+        } else {
+            size_t n = H5Tget_size(ftype);
+            LADLE_CHECK(n > 0, "HDF5 call failed: H5Tget_size");
+            H5_CHECK(H5Tset_size(mtype, n + 1));
+            H5_CHECK(H5Tset_strpad(mtype, H5T_STR_NULLTERM));
+            out = ladle_calloc(n + 1, 1, "string attribute");
+            H5_CHECK(H5Aread(attr, mtype, out));
+        }
+        H5_CHECK(H5Tclose(mtype));
+    }
+    H5_CHECK(H5Sclose(space));
+    H5_CHECK(H5Tclose(ftype));
+    H5_CHECK(H5Aclose(attr));
+    return out;
+}
+
+/* A single integer attribute; returns 0 if it is not one. */
+static int read_int_attr(hid_t obj, const char *name, long long *value)
+{
+    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
+    H5_CHECK(attr);
+    hid_t ftype = H5Aget_type(attr);
+    H5_CHECK(ftype);
+    hid_t space = H5Aget_space(attr);
+    H5_CHECK(space);
+    hssize_t npoints = H5Sget_simple_extent_npoints(space);
+    H5_CHECK(npoints);
+    int ok = H5Tget_class(ftype) == H5T_INTEGER && npoints == 1;
+    if (ok) H5_CHECK(H5Aread(attr, H5T_NATIVE_LLONG, value));
+    H5_CHECK(H5Sclose(space));
+    H5_CHECK(H5Tclose(ftype));
+    H5_CHECK(H5Aclose(attr));
+    return ok;
+}
+
+/* Open a one-dimensional dataset of elem_size-byte integers and return its length;
+ * anything else is a damaged corpus. */
+static hid_t open_vector(corpus_reader *r, hid_t group, const char *domain, const char *name,
+                         size_t elem_size, size_t *length)
+{
+    htri_t exists = H5Lexists(group, name, H5P_DEFAULT);
+    if (exists <= 0)
+        reject(r, "corpus '%s' is damaged: domain '%s' has no '%s' dataset", r->path, domain, name);
+    hid_t dset = H5Dopen2(group, name, H5P_DEFAULT);
+    if (dset < 0)
+        reject(r, "corpus '%s' is damaged: '%s' of domain '%s' is not a dataset", r->path, name, domain);
+    hid_t type = H5Dget_type(dset);
+    H5_CHECK(type);
+    hid_t space = H5Dget_space(dset);
+    H5_CHECK(space);
+    int ok = H5Tget_class(type) == H5T_INTEGER && H5Tget_size(type) == elem_size
+             && H5Sget_simple_extent_ndims(space) == 1;
+    hsize_t dims[1] = {0};
+    if (ok) H5_CHECK(H5Sget_simple_extent_dims(space, dims, NULL));
+    H5_CHECK(H5Sclose(space));
+    H5_CHECK(H5Tclose(type));
+    if (!ok)
+        reject(r, "corpus '%s' is damaged: '%s' of domain '%s' is not a vector of %zu-byte integers",
+               r->path, name, domain, elem_size);
+    *length = (size_t)dims[0];
+    return dset;
+}
+
+/* Read a whole uint8 dataset. In pieces, because MPI-IO counts are ints. */
+static void read_bytes(hid_t dset, uint8_t *buf, size_t n)
+{
+    const size_t piece = (size_t)1 << 30;
+    hid_t fspace = H5Dget_space(dset);
+    H5_CHECK(fspace);
+    for (size_t at = 0; at < n; at += piece) {
+        hsize_t start[1] = {at}, count[1] = {n - at < piece ? n - at : piece};
+        hid_t mspace = H5Screate_simple(1, count, NULL);
+        H5_CHECK(mspace);
+        H5_CHECK(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL));
+        H5_CHECK(H5Dread(dset, H5T_NATIVE_UINT8, mspace, fspace, H5P_DEFAULT, buf + at));
+        H5_CHECK(H5Sclose(mspace));
+    }
+    H5_CHECK(H5Sclose(fspace));
+}
+
+/* One split of one domain: its bytes, and its document count from the offsets. */
+static void read_split(corpus_reader *r, hid_t group, const char *domain, const char *split,
+                       uint8_t **data, size_t *bytes, size_t *docs)
+{
+    char offsets_name[32];
+    snprintf(offsets_name, sizeof offsets_name, "%s_offsets", split);
+    size_t n_offsets = 0;
+    hid_t offsets = open_vector(r, group, domain, offsets_name, sizeof(uint64_t), &n_offsets);
+    H5_CHECK(H5Dclose(offsets));
+    if (n_offsets == 0)
+        reject(r, "corpus '%s' is damaged: '%s' of domain '%s' is empty", r->path, offsets_name, domain);
+    *docs = n_offsets - 1;
+
+    hid_t dset = open_vector(r, group, domain, split, 1, bytes);
+    *data = ladle_malloc(*bytes, "corpus split");
+    if (*bytes) read_bytes(dset, *data, *bytes);
+    H5_CHECK(H5Dclose(dset));
+}
+
+void ladle_corpus_open(ladle_corpus *corpus, const char *path, MPI_Comm comm)
+{
+    memset(corpus, 0, sizeof *corpus);
+    corpus_reader r = {path, -1, -1, corpus};
+
+    /* Plain file checks first: they give the clearest messages. */
+    struct stat st;
+    if (stat(path, &st) != 0) ladle_usage_error("cannot open corpus '%s': %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) ladle_usage_error("cannot open corpus '%s': it is a directory", path);
+    FILE *probe = fopen(path, "rb");
+    if (!probe) ladle_usage_error("cannot open corpus '%s': %s", path, strerror(errno));
+    fclose(probe);
+
+    /* From here on a failing HDF5 call is an answer about the file, not a crash:
+     * silence the library's error stack so the user sees one line. */
+    H5E_auto2_t old_func;
+    void *old_data;
+    H5_CHECK(H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data));
+    H5_CHECK(H5Eset_auto2(H5E_DEFAULT, NULL, NULL));
+
+    if (H5Fis_hdf5(path) <= 0)
+        ladle_usage_error("corpus '%s': not an HDF5 file (build a corpus with 'ladle prep')", path);
+
+    r.fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5_CHECK(r.fapl);
+    H5_CHECK(H5Pset_fapl_mpio(r.fapl, comm, MPI_INFO_NULL));
+    /* Readers only: locks buy nothing and fail on some network file systems. */
+    H5_CHECK(H5Pset_file_locking(r.fapl, 0, 1));
+    H5_CHECK(H5Pset_fclose_degree(r.fapl, H5F_CLOSE_STRONG));
+    r.file = H5Fopen(path, H5F_ACC_RDONLY, r.fapl);
+    if (r.file < 0) reject(&r, "corpus '%s': not a readable HDF5 file (damaged or truncated?)", path);
+
+    htri_t has_format = H5Aexists(r.file, "format");
+    H5_CHECK(has_format);
+    if (!has_format)
+        reject(&r, "'%s' is not a ladle corpus (no format attribute, expected '%s')", path, CORPUS_FORMAT);
+    char *format = read_string_attr(r.file, "format");
+    if (!format)
+        reject(&r, "'%s' is not a ladle corpus (format attribute is not a string, expected '%s')",
+               path, CORPUS_FORMAT);
+    if (strcmp(format, CORPUS_FORMAT) != 0) {
+        char shown[80];
+        snprintf(shown, sizeof shown, "%s", format);
+        free(format);
+        reject(&r, "'%s' is not a ladle corpus (format attribute is '%s', expected '%s')", path, shown,
+               CORPUS_FORMAT);
+    }
+    free(format);
+
+    long long version = 0;
+    htri_t has_version = H5Aexists(r.file, "format_version");
+    H5_CHECK(has_version);
+    if (!has_version || !read_int_attr(r.file, "format_version", &version))
+        reject(&r, "corpus '%s' has no integer format_version attribute (damaged?)", path);
+    if (version != CORPUS_FORMAT_VERSION)
+        reject(&r, "corpus '%s' has format_version %lld; this ladle reads version %d (rebuild it with 'ladle prep')",
+               path, version, CORPUS_FORMAT_VERSION);
+
+    htri_t has_domains = H5Lexists(r.file, "domains", H5P_DEFAULT);
+    H5_CHECK(has_domains);
+    hid_t domains = has_domains ? H5Gopen2(r.file, "domains", H5P_DEFAULT) : -1;
+    if (domains < 0) reject(&r, "corpus '%s' has no domains", path);
+    H5G_info_t info;
+    H5_CHECK(H5Gget_info(domains, &info));
+    if (info.nlinks == 0) reject(&r, "corpus '%s' has no domains", path);
+    if (info.nlinks > (hsize_t)1 << 20) reject(&r, "corpus '%s' has too many domains (%llu)", path,
+                                               (unsigned long long)info.nlinks);
+
+    corpus->domains = ladle_calloc(info.nlinks, sizeof(ladle_domain), "corpus domains");
+    for (hsize_t i = 0; i < info.nlinks; i++) {
+        ladle_domain *d = &corpus->domains[i];
+        /* the name index iterates in byte order of names: domains come out sorted */
+        char name[256];
+        ssize_t len = H5Lget_name_by_idx(domains, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name,
+                                         H5P_DEFAULT);
+        H5_CHECK(len);
+        if ((size_t)len >= LADLE_NAME_MAX)
+            reject(&r, "corpus '%s' has a domain name longer than %d bytes", path, LADLE_NAME_MAX - 1);
+        memcpy(d->name, name, (size_t)len + 1);
+        corpus->n_domains = (int)i + 1;   /* so that reject() frees what was read */
+
+        hid_t group = H5Gopen2(domains, d->name, H5P_DEFAULT);
+        if (group < 0) reject(&r, "corpus '%s' is damaged: domains/%s is not a group", path, d->name);
+        read_split(&r, group, d->name, "train", &d->train, &d->train_bytes, &d->train_docs);
+        read_split(&r, group, d->name, "valid", &d->valid, &d->valid_bytes, &d->valid_docs);
+        H5_CHECK(H5Gclose(group));
+        if (d->train_bytes == 0)
+            reject(&r, "domain '%s' in corpus '%s' has no train bytes", d->name, path);
+    }
+
+    H5_CHECK(H5Gclose(domains));
+    H5_CHECK(H5Fclose(r.file));
+    H5_CHECK(H5Pclose(r.fapl));
+    H5_CHECK(H5Eset_auto2(H5E_DEFAULT, old_func, old_data));
+}
+
+void ladle_corpus_free(ladle_corpus *corpus)
+{
+    if (corpus->domains) {
+        for (int i = 0; i < corpus->n_domains; i++) {
+            free(corpus->domains[i].train);
+            free(corpus->domains[i].valid);
+        }
+        free(corpus->domains);
+    }
+    corpus->domains = NULL;
+    corpus->n_domains = 0;
+}
+
+void ladle_corpus_check_context(const ladle_corpus *corpus, const char *path, int context)
+{
+    LADLE_CHECK(context > 0, "context must be positive, got %d", context);
+    /* one window is context tokens plus the target after the last one */
+    size_t need = (size_t)context + 1;
+    for (int i = 0; i < corpus->n_domains; i++) {
+        const ladle_domain *d = &corpus->domains[i];
+        if (d->train_bytes < need)
+            ladle_usage_error("context %d is longer than domain '%s' in corpus '%s' allows "
+                              "(train split: %zu bytes, a window needs %zu): use a smaller model.context",
+                              context, d->name, path, d->train_bytes, need);
+        if (d->valid_bytes < need)
+            ladle_usage_error("context %d is longer than domain '%s' in corpus '%s' allows "
+                              "(valid split: %zu bytes, a window needs %zu): use a smaller model.context "
+                              "or a larger --valid-fraction",
+                              context, d->name, path, d->valid_bytes, need);
+    }
+}
+
+void ladle_batch_train(const ladle_corpus *corpus, uint64_t seed, uint64_t step, int b_lo, int b_hi,
+                       int context, uint8_t *tokens, uint8_t *targets, int *domains)
+{
+    LADLE_CHECK(corpus->n_domains > 0, "empty corpus");
+    LADLE_CHECK(context > 0 && 0 <= b_lo && b_lo <= b_hi, "bad batch range [%d, %d) or context %d",
+                b_lo, b_hi, context);
+    for (int b = b_lo; b < b_hi; b++) {
+        /* b is the GLOBAL sequence number: the window does not depend on which rank
+         * draws it or how the batch was split */
+        int d = (int)ladle_rng_below(seed, step, LADLE_STREAM_DOMAIN, (uint64_t)b,
+                                     (uint64_t)corpus->n_domains);
+        const ladle_domain *dom = &corpus->domains[d];
+        LADLE_CHECK(dom->train_bytes > (size_t)context,
+                    "domain '%s' has %zu train bytes, too few for context %d (call ladle_corpus_check_context)",
+                    dom->name, dom->train_bytes, context);
+        size_t start = (size_t)ladle_rng_below(seed, step, LADLE_STREAM_WINDOW, (uint64_t)b,
+                                               (uint64_t)(dom->train_bytes - (size_t)context));
+        size_t at = (size_t)(b - b_lo) * (size_t)context;
+        memcpy(tokens + at, dom->train + start, (size_t)context);
+        memcpy(targets + at, dom->train + start + 1, (size_t)context);
+        if (domains) domains[b - b_lo] = d;
+    }
+}
+
+int ladle_valid_windows(const ladle_domain *domain, int context, int wanted)
+{
+    LADLE_CHECK(context > 0 && wanted >= 0, "bad context %d or window count %d", context, wanted);
+    if (domain->valid_bytes < (size_t)context + 1) return 0;
+    /* as many windows as fit without overlapping, but at least one */
+    size_t fit = (domain->valid_bytes - 1) / (size_t)context;
+    if (fit < 1) fit = 1;
+    return (size_t)wanted < fit ? wanted : (int)fit;
+}
+
+/* Window w of n starts at floor(w * span / (n - 1)), span = valid_bytes - context - 1:
+ * the first window starts at byte 0, the last one's target ends at the split's last
+ * byte, and the rest are evenly spaced between. With n <= (valid_bytes - 1) / context
+ * (what ladle_valid_windows returns) the spacing is at least context: no overlap.
+ * The product is split as w*q + w*r/(n-1) so it cannot overflow 64 bits. */
+static size_t valid_window_start(size_t valid_bytes, int context, int n_windows, int w)
+{
+    if (n_windows <= 1) return 0;
+    uint64_t span = (uint64_t)valid_bytes - (uint64_t)context - 1;
+    uint64_t gaps = (uint64_t)n_windows - 1;
+    uint64_t q = span / gaps, rem = span % gaps;
+    return (size_t)((uint64_t)w * q + (uint64_t)w * rem / gaps);
+}
+
+void ladle_batch_valid(const ladle_domain *domain, int context, int n_windows, int w_lo, int w_hi,
+                       uint8_t *tokens, uint8_t *targets)
+{
+    LADLE_CHECK(context > 0 && domain->valid_bytes >= (size_t)context + 1,
+                "domain '%s' has %zu valid bytes, too few for context %d", domain->name,
+                domain->valid_bytes, context);
+    LADLE_CHECK(0 <= w_lo && w_lo <= w_hi && w_hi <= n_windows,
+                "bad valid window range [%d, %d) of %d", w_lo, w_hi, n_windows);
+    for (int w = w_lo; w < w_hi; w++) {
+        size_t start = valid_window_start(domain->valid_bytes, context, n_windows, w);
+        size_t at = (size_t)(w - w_lo) * (size_t)context;
+        memcpy(tokens + at, domain->valid + start, (size_t)context);
+        memcpy(targets + at, domain->valid + start + 1, (size_t)context);
+    }
+}

@@ -1,0 +1,287 @@
+/* ladle: the command line. Parses arguments and calls the library; nothing else. */
+#include "ladle/ckpt.h"
+#include "ladle/config.h"
+#include "ladle/error.h"
+#include "ladle/eval.h"
+#include "ladle/generate.h"
+#include "ladle/prep.h"
+#include "ladle/train.h"
+
+#include <blis.h>
+#include <errno.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "config.h"   /* PACKAGE_VERSION */
+
+static const char *USAGE =
+    "usage: ladle COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  prep      build a corpus file from text:  ladle prep -o CORPUS.h5 --domain NAME=PATH[,PATH...] ...\n"
+    "  train     train a model (under mpiexec):  ladle train [CONFIG] [key=value ...] [--force]\n"
+    "  eval      per-domain bits per byte:       ladle eval MODEL.h5 --corpus CORPUS.h5 [--json]\n"
+    "  generate  sample text from a model:       ladle generate MODEL.h5 --prompt TEXT [--bytes N]\n"
+    "  keys      list every configuration key with its default\n"
+    "\n"
+    "options: --help, --version. 'ladle COMMAND --help' describes a command.\n"
+    "exit codes: 0 success, 1 runtime failure (I/O, MPI, HDF5, memory), 2 bad usage or input.\n";
+
+static int world_rank(void)
+{
+    int rank = 0;
+    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+    return rank;
+}
+
+static int world_size(void)
+{
+    int size = 1;
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
+    return size;
+}
+
+/* One BLIS/OpenMP thread per rank unless the user asked otherwise: ranks x threads
+ * must not exceed the cores, and MPI already gives one process per core. */
+static void set_threads(void)
+{
+    const char *blis = getenv("BLIS_NUM_THREADS"), *omp = getenv("OMP_NUM_THREADS");
+    int n = 1;
+    if (blis && atoi(blis) > 0) n = atoi(blis);
+    else if (omp && atoi(omp) > 0) n = atoi(omp);
+    bli_thread_set_num_threads(n);
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+}
+
+static long parse_long(const char *flag, const char *text, long min)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (end == text || *end || errno || v < min)
+        ladle_usage_error("%s '%s': expected an integer >= %ld", flag, text, min);
+    return v;
+}
+
+static double parse_double(const char *flag, const char *text, double min, double max)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || *end || errno || !(v >= min && v <= max))
+        ladle_usage_error("%s '%s': expected a number in [%g, %g]", flag, text, min, max);
+    return v;
+}
+
+static const char *need_value(int argc, char **argv, int *i)
+{
+    if (*i + 1 >= argc) ladle_usage_error("%s needs a value", argv[*i]);
+    return argv[++*i];
+}
+
+/* ---- prep ------------------------------------------------------------------------ */
+
+static int cmd_prep(int argc, char **argv)
+{
+    if (world_size() > 1) ladle_usage_error("'ladle prep' runs as one process: run it without mpiexec");
+    const char *out = NULL;
+    ladle_prep_options opt = {0.05, 1, 0, 0};
+    ladle_prep_domain *domains = ladle_calloc((size_t)argc, sizeof *domains, "domain list");
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help")) {
+            printf("usage: ladle prep -o CORPUS.h5 --domain NAME=PATH[,PATH...] [--domain ...]\n"
+                   "                  [--valid-fraction F] [--seed S] [--max-doc-bytes N] [--max-domain-bytes N]\n"
+                   "Each file under a PATH (directories recursively, .gz/.dz decompressed) is one document;\n"
+                   "documents go to the valid split with probability F (default 0.05).\n");
+            return 0;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--domain")) {
+            char *spec = (char *)need_value(argc, argv, &i);
+            char *eq = strchr(spec, '=');
+            if (!eq || eq == spec || !eq[1]) ladle_usage_error("--domain '%s': expected NAME=PATH[,PATH...]", spec);
+            *eq = '\0';
+            domains[n].name = spec;
+            int paths = 1;
+            for (char *p = eq + 1; *p; p++) paths += *p == ',';
+            domains[n].paths = ladle_calloc((size_t)paths, sizeof(char *), "domain paths");
+            for (char *p = strtok(eq + 1, ","); p; p = strtok(NULL, ","))
+                domains[n].paths[domains[n].n_paths++] = p;
+            n++;
+        } else if (!strcmp(a, "--valid-fraction")) opt.valid_fraction = parse_double(a, need_value(argc, argv, &i), 0, 0.9);
+        else if (!strcmp(a, "--seed")) opt.seed = (unsigned long)parse_long(a, need_value(argc, argv, &i), 0);
+        else if (!strcmp(a, "--max-doc-bytes")) opt.max_doc_bytes = (size_t)parse_long(a, need_value(argc, argv, &i), 0);
+        else if (!strcmp(a, "--max-domain-bytes")) opt.max_domain_bytes = (size_t)parse_long(a, need_value(argc, argv, &i), 0);
+        else ladle_usage_error("prep: unknown argument '%s' (see 'ladle prep --help')", a);
+    }
+    if (!out) ladle_usage_error("prep: no output file (-o CORPUS.h5)");
+    if (n == 0) ladle_usage_error("prep: no domains (--domain NAME=PATH[,PATH...])");
+    ladle_prep(out, domains, n, &opt, stdout);
+    for (int i = 0; i < n; i++) free(domains[i].paths);
+    free(domains);
+    return 0;
+}
+
+/* ---- train ----------------------------------------------------------------------- */
+
+static int cmd_train(int argc, char **argv)
+{
+    const char *config_path = NULL;
+    int force = 0, n_over = 0;
+    char **over = ladle_calloc((size_t)argc + 1, sizeof(char *), "overrides");
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help")) {
+            if (world_rank() == 0)
+                printf("usage: ladle train [CONFIG] [key=value ...] [--force]\n"
+                       "Run under mpiexec for several ranks. CONFIG is a 'key = value' file; overrides follow.\n"
+                       "--force overwrites an existing run.dir. 'ladle keys' lists the keys.\n");
+            free(over);
+            return 0;
+        } else if (!strcmp(argv[i], "--force")) force = 1;
+        else if (strchr(argv[i], '=')) over[n_over++] = argv[i];
+        else if (argv[i][0] == '-') ladle_usage_error("train: unknown option '%s'", argv[i]);
+        else if (!config_path) config_path = argv[i];
+        else ladle_usage_error("train: two config files given ('%s' and '%s')", config_path, argv[i]);
+    }
+    ladle_config cfg;
+    ladle_config_load(&cfg, config_path, n_over, over);
+    free(over);
+
+    /* refuse to mix a new run into an old one's metrics (rank 0 looks, all agree) */
+    char metrics[LADLE_PATH_MAX + 32];
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", cfg.run_dir);
+    struct stat st;
+    int exists = world_rank() == 0 && stat(metrics, &st) == 0;
+    MPI_CHECK(MPI_Bcast(&exists, 1, MPI_INT, 0, MPI_COMM_WORLD));
+    if (exists && !force)
+        ladle_usage_error("run.dir '%s' already holds a run (metrics.jsonl): choose another run.dir, or pass --force "
+                          "to overwrite it", cfg.run_dir);
+    if (exists && world_rank() == 0) LADLE_CHECK(remove(metrics) == 0, "cannot remove '%s'", metrics);
+
+    if (world_rank() == 0) {
+        char *text = ladle_config_to_text(&cfg);
+        printf("ladle %s: training on %d rank(s), resolved configuration:\n%s", PACKAGE_VERSION, world_size(), text);
+        fflush(stdout);
+        free(text);
+    }
+    return ladle_train_run(&cfg, MPI_COMM_WORLD);
+}
+
+/* ---- eval / generate --------------------------------------------------------------- */
+
+static int cmd_eval(int argc, char **argv)
+{
+    const char *model_path = NULL, *corpus_path = NULL;
+    int json = 0, windows = 64, batch = 8;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help")) {
+            if (world_rank() == 0)
+                printf("usage: ladle eval MODEL.h5 --corpus CORPUS.h5 [--json] [--windows N] [--batch N]\n"
+                       "Loss on every domain's valid split (N windows of the model's context per domain), in bits\n"
+                       "per byte. Runs under mpiexec too: windows are split across ranks.\n");
+            return 0;
+        } else if (!strcmp(a, "--corpus")) corpus_path = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--windows")) windows = (int)parse_long(a, need_value(argc, argv, &i), 1);
+        else if (!strcmp(a, "--batch")) batch = (int)parse_long(a, need_value(argc, argv, &i), 1);
+        else if (a[0] == '-') ladle_usage_error("eval: unknown option '%s'", a);
+        else if (!model_path) model_path = a;
+        else ladle_usage_error("eval: unexpected argument '%s'", a);
+    }
+    if (!model_path || !corpus_path) ladle_usage_error("eval: usage: ladle eval MODEL.h5 --corpus CORPUS.h5");
+    ladle_config cfg;
+    ladle_model model;
+    float *params = NULL;
+    long step = 0;
+    ladle_ckpt_load_model(model_path, &cfg, &model, &params, &step, MPI_COMM_WORLD);
+    ladle_corpus corpus;
+    ladle_corpus_open(&corpus, corpus_path, MPI_COMM_WORLD);
+    ladle_corpus_check_context(&corpus, corpus_path, model.context);
+    ladle_activations acts;
+    ladle_activations_create(&acts, &model, batch);
+    ladle_eval_result *results = ladle_calloc((size_t)corpus.n_domains, sizeof *results, "eval results");
+    ladle_eval_domains(&model, params, &acts, &corpus, windows, results, MPI_COMM_WORLD);
+    if (world_rank() == 0) {
+        if (json) ladle_eval_print_json(stdout, results, corpus.n_domains);
+        else {
+            printf("model %s (step %ld) on %s\n", model_path, step, corpus_path);
+            ladle_eval_print_table(stdout, results, corpus.n_domains);
+        }
+    }
+    free(results);
+    ladle_activations_free(&acts);
+    ladle_corpus_free(&corpus);
+    ladle_model_free(&model);
+    free(params);
+    return 0;
+}
+
+static int cmd_generate(int argc, char **argv)
+{
+    const char *model_path = NULL, *prompt = "";
+    int n_bytes = 256;
+    double temperature = 0.8;
+    long seed = 1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help")) {
+            if (world_rank() == 0)
+                printf("usage: ladle generate MODEL.h5 [--prompt TEXT] [--bytes N] [--temperature T] [--seed S]\n");
+            return 0;
+        } else if (!strcmp(a, "--prompt")) prompt = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--bytes")) n_bytes = (int)parse_long(a, need_value(argc, argv, &i), 0);
+        else if (!strcmp(a, "--temperature")) temperature = parse_double(a, need_value(argc, argv, &i), 0, 100);
+        else if (!strcmp(a, "--seed")) seed = parse_long(a, need_value(argc, argv, &i), 0);
+        else if (a[0] == '-') ladle_usage_error("generate: unknown option '%s'", a);
+        else if (!model_path) model_path = a;
+        else ladle_usage_error("generate: unexpected argument '%s'", a);
+    }
+    if (!model_path) ladle_usage_error("generate: usage: ladle generate MODEL.h5 --prompt TEXT");
+    ladle_config cfg;
+    ladle_model model;
+    float *params = NULL;
+    long step = 0;
+    ladle_ckpt_load_model(model_path, &cfg, &model, &params, &step, MPI_COMM_WORLD);
+    if (world_rank() == 0) ladle_generate(&model, params, prompt, n_bytes, (float)temperature, (uint64_t)seed, stdout);
+    ladle_model_free(&model);
+    free(params);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0);
+    if (MPI_Init(&argc, &argv) != MPI_SUCCESS) {
+        fprintf(stderr, "ladle: error: MPI_Init failed\n");
+        return LADLE_EXIT_FAILURE;
+    }
+    /* errors come back to us, so they are reported with file:line (error.h) */
+    MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+    set_threads();
+    int rc = LADLE_EXIT_OK;
+    const char *cmd = argc > 1 ? argv[1] : NULL;
+    if (!cmd || !strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        if (world_rank() == 0) fputs(USAGE, stdout);
+        if (!cmd) rc = LADLE_EXIT_USAGE;
+    } else if (!strcmp(cmd, "--version")) {
+        if (world_rank() == 0) printf("ladle %s\n", PACKAGE_VERSION);
+    } else if (!strcmp(cmd, "prep")) rc = cmd_prep(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "train")) rc = cmd_train(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "eval")) rc = cmd_eval(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "generate")) rc = cmd_generate(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "keys")) {
+        if (world_rank() == 0) ladle_config_print_keys(stdout);
+    } else ladle_usage_error("unknown command '%s' (see 'ladle --help')", cmd);
+    MPI_CHECK(MPI_Finalize());
+    return rc;
+}

@@ -1,0 +1,42 @@
+# Shared helpers for the shell tests (sourced). Environment from Makefile.am:
+# TESTMPIRUN (launcher followed by the rank count), LADLE, top_srcdir, top_builddir.
+
+set -u
+: "${TESTMPIRUN:=mpiexec --oversubscribe --bind-to none -n}"
+: "${LADLE:=$top_builddir/ladle}"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# A scratch directory removed on exit.
+make_tmp() {
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/ladle-test.XXXXXX") || fail "mktemp"
+    trap 'rm -rf "$TMP"' EXIT
+}
+
+# run_mpi N MARKER CMD... : run CMD on N ranks; output goes to $TMP/out. The run counts
+# only if the output holds MARKER: Open MPI refusing to start (e.g. as root without
+# permission) exits 0 having run nothing, and that must not pass for success.
+run_mpi() {
+    n=$1 marker=$2
+    shift 2
+    # shellcheck disable=SC2086
+    timeout 600 $TESTMPIRUN "$n" "$@" > "$TMP/out" 2>&1
+    rc=$?
+    if ! grep -q -- "$marker" "$TMP/out"; then
+        cat "$TMP/out" >&2
+        fail "launcher '$TESTMPIRUN $n' did not run '$*' (no '$marker' in its output, exit $rc)"
+    fi
+    return $rc
+}
+
+# A small corpus of three domains built from the project's own sources.
+make_small_corpus() {
+    "$LADLE" prep -o "$1" --valid-fraction 0.2 \
+        --domain c="$top_srcdir/src" \
+        --domain headers="$top_srcdir/include" \
+        --domain tests="$top_srcdir/test/test_kernels.c,$top_srcdir/test/test_model.c,$top_srcdir/test/test_config.c,$top_srcdir/test/lib.sh" \
+        > "$TMP/prep.out" 2>&1 || { cat "$TMP/prep.out" >&2; fail "ladle prep of the small corpus"; }
+}
+
+# Tiny model settings for fast MPI runs.
+TINY="model.layers=2 model.dim=32 model.heads=4 model.context=32 train.batch=6 train.lr=3e-3 train.warmup=2 eval.sequences=4 eval.every=0"
