@@ -5,7 +5,9 @@
  * reads: a corpus is small next to the model state, and collective metadata reads are
  * broken in HDF5 1.10.5-1.10.8. Every check on the file's structure is a usage error that
  * all ranks reach identically (they all read the same bytes), so they all exit cleanly. */
+#ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
+#endif
 
 #include "ladle/data.h"
 #include "ladle/error.h"
@@ -200,7 +202,7 @@ void ladle_corpus_open(ladle_corpus *corpus, const char *path, MPI_Comm comm)
     H5_CHECK(H5Eset_auto2(H5E_DEFAULT, NULL, NULL));
 
     if (H5Fis_hdf5(path) <= 0)
-        ladle_usage_error("corpus '%s': not an HDF5 file (build a corpus with 'ladle prep')", path);
+        ladle_usage_error("corpus '%s' is not an HDF5 file (build a corpus with 'ladle prep')", path);
 
     r.fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5_CHECK(r.fapl);
@@ -209,7 +211,7 @@ void ladle_corpus_open(ladle_corpus *corpus, const char *path, MPI_Comm comm)
     H5_CHECK(H5Pset_file_locking(r.fapl, 0, 1));
     H5_CHECK(H5Pset_fclose_degree(r.fapl, H5F_CLOSE_STRONG));
     r.file = H5Fopen(path, H5F_ACC_RDONLY, r.fapl);
-    if (r.file < 0) reject(&r, "corpus '%s': not a readable HDF5 file (damaged or truncated?)", path);
+    if (r.file < 0) reject(&r, "corpus '%s' is not a readable HDF5 file (damaged or truncated?)", path);
 
     htri_t has_format = H5Aexists(r.file, "format");
     H5_CHECK(has_format);

@@ -13,11 +13,10 @@ void ladle_h5_quiet(void)
 
 hid_t ladle_h5_fapl_mpio(MPI_Comm comm)
 {
-    /* HDF5 1.10 has no API to turn file locking off; the environment variable is read
-     * at file open. Locking breaks on many parallel and network file systems. */
-    setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0);
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5_CHECK(fapl);
+    /* file locking breaks on many parallel and network file systems (API since 1.10.7) */
+    H5_CHECK(H5Pset_file_locking(fapl, 0, 1));
     H5_CHECK(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
     /* large datasets start on 1 MiB boundaries: file-system stripes, fewer RMW cycles */
     H5_CHECK(H5Pset_alignment(fapl, 1 << 20, 1 << 20));
@@ -86,6 +85,10 @@ char *ladle_h5_read_string_attr(hid_t obj, const char *name)
         H5_CHECK(variable);
         hid_t mem = H5Tcopy(H5T_C_S1);
         H5_CHECK(mem);
+        /* HDF5 does not convert between ASCII and UTF-8: read in the stored set */
+        H5T_cset_t cset = H5Tget_cset(type);
+        H5_CHECK(cset);
+        H5_CHECK(H5Tset_cset(mem, cset));
         if (variable) {
             char *value = NULL;
             H5_CHECK(H5Tset_size(mem, H5T_VARIABLE));

@@ -167,12 +167,6 @@ static int cmd_train(int argc, char **argv)
                           "to overwrite it", cfg.run_dir);
     if (exists && world_rank() == 0) LADLE_CHECK(remove(metrics) == 0, "cannot remove '%s'", metrics);
 
-    if (world_rank() == 0) {
-        char *text = ladle_config_to_text(&cfg);
-        printf("ladle %s: training on %d rank(s), resolved configuration:\n%s", PACKAGE_VERSION, world_size(), text);
-        fflush(stdout);
-        free(text);
-    }
     return ladle_train_run(&cfg, MPI_COMM_WORLD);
 }
 

@@ -24,7 +24,9 @@
  *
  * Each domain is held in memory once (its two splits) while it is read, then written;
  * the next domain reuses the buffers. */
+#ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
+#endif
 
 #include "ladle/prep.h"
 #include "ladle/data.h"
@@ -496,7 +498,7 @@ void ladle_prep(const char *out_path, const ladle_prep_domain *domains, int n_do
             else add_document(&w, d->paths[j], 1);
         }
         if (w.docs == 0)
-            input_error(&w, "domain '%s' has no text: no non-empty text file under its paths "
+            input_error(&w, "domain '%s' is empty: no text file with any bytes under its paths "
                         "(skipped %zu empty, %zu binary, %zu unreadable, %zu symlinks)",
                         d->name, w.skipped.empty, w.skipped.binary, w.skipped.unreadable, w.skipped.links);
         fix_splits(&w);

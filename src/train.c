@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"   /* PACKAGE_VERSION */
+
 static float *alloc_floats(size_t n, const char *what)
 {
     return ladle_calloc(n, sizeof(float), what);
@@ -161,6 +163,11 @@ int ladle_train_run(const ladle_config *cfg, MPI_Comm comm)
 {
     ladle_trainer tr;
     ladle_trainer_create(&tr, cfg, comm);
+    if (tr.shard.rank == 0) {
+        char *text = ladle_config_to_text(cfg);
+        printf("ladle %s: training on %d rank(s), resolved configuration:\n%s", PACKAGE_VERSION, tr.shard.size, text);
+        free(text);
+    }
     ladle_trainer_report_memory(&tr);
     double start = ladle_now();
     while (tr.step < cfg->steps) {

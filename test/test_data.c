@@ -1,7 +1,9 @@
 /* Unit tests of prep (text files -> corpus file) and data (corpus file -> batches).
  * A single process: run directly, no mpiexec. Error paths exit the process, so they are
  * tested from the shell (test/bad_input.sh), not here. */
+#ifndef _XOPEN_SOURCE
 #define _XOPEN_SOURCE 700
+#endif
 
 #include "ladle/data.h"
 #include "ladle/prep.h"
