@@ -31,9 +31,12 @@ void ladle_ckpt_save_model(const char *path, const ladle_model *model, const lad
     if (rank == 0) {
         char tmp[LADLE_PATH_MAX + 8];
         snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0);
         ladle_h5_quiet();
-        hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+        H5_CHECK(fapl);
+        H5_CHECK(H5Pset_file_locking(fapl, 0, 1));
+        hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+        H5_CHECK(H5Pclose(fapl));
         LADLE_CHECK(file >= 0, "cannot create model file '%s'", tmp);
         ladle_h5_write_string_attr(file, "format", LADLE_CKPT_FORMAT);
         ladle_h5_write_long_attr(file, "format_version", LADLE_CKPT_VERSION);

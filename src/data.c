@@ -11,6 +11,7 @@
 
 #include "ladle/data.h"
 #include "ladle/error.h"
+#include "ladle/h5io.h"
 #include "ladle/rng.h"
 
 #include <hdf5.h>
@@ -22,15 +23,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* Must match what prep.c writes. */
-#define CORPUS_FORMAT "ladle-corpus"
-#define CORPUS_FORMAT_VERSION 1
 
 /* The corpus being opened: reject() needs both to close the file before exiting. */
 typedef struct {
     const char *path;
     hid_t file;
-    hid_t fapl;
     ladle_corpus *corpus;
 } corpus_reader;
 
@@ -46,75 +43,8 @@ static _Noreturn void reject(corpus_reader *r, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (r->file >= 0) H5Fclose(r->file);
-    if (r->fapl >= 0) H5Pclose(r->fapl);
     ladle_corpus_free(r->corpus);
     ladle_usage_error("%s", msg);
-}
-
-/* A string attribute of one element (fixed or variable length), as a malloc'd C
- * string; NULL if the attribute is not a single string. */
-static char *read_string_attr(hid_t obj, const char *name)
-{
-    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
-    H5_CHECK(attr);
-    hid_t ftype = H5Aget_type(attr);
-    H5_CHECK(ftype);
-    hid_t space = H5Aget_space(attr);
-    H5_CHECK(space);
-    hssize_t npoints = H5Sget_simple_extent_npoints(space);
-    H5_CHECK(npoints);
-    char *out = NULL;
-    if (H5Tget_class(ftype) == H5T_STRING && npoints == 1) {
-        htri_t variable = H5Tis_variable_str(ftype);
-        H5_CHECK(variable);
-        hid_t mtype = H5Tcopy(H5T_C_S1);
-        H5_CHECK(mtype);
-        /* HDF5 does not convert between character sets: read in the stored one */
-        H5T_cset_t cset = H5Tget_cset(ftype);
-        H5_CHECK(cset);
-        H5_CHECK(H5Tset_cset(mtype, cset));
-        if (variable) {
-            char *s = NULL;
-            H5_CHECK(H5Tset_size(mtype, H5T_VARIABLE));
-            H5_CHECK(H5Aread(attr, mtype, &s));
-            size_t n = s ? strlen(s) : 0;
-            out = ladle_malloc(n + 1, "string attribute");
-            if (n) memcpy(out, s, n);
-            out[n] = '\0';
-            if (s) H5_CHECK(H5free_memory(s));
-        } else {
-            size_t n = H5Tget_size(ftype);
-            LADLE_CHECK(n > 0, "HDF5 call failed: H5Tget_size");
-            H5_CHECK(H5Tset_size(mtype, n + 1));
-            H5_CHECK(H5Tset_strpad(mtype, H5T_STR_NULLTERM));
-            out = ladle_calloc(n + 1, 1, "string attribute");
-            H5_CHECK(H5Aread(attr, mtype, out));
-        }
-        H5_CHECK(H5Tclose(mtype));
-    }
-    H5_CHECK(H5Sclose(space));
-    H5_CHECK(H5Tclose(ftype));
-    H5_CHECK(H5Aclose(attr));
-    return out;
-}
-
-/* A single integer attribute; returns 0 if it is not one. */
-static int read_int_attr(hid_t obj, const char *name, long long *value)
-{
-    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
-    H5_CHECK(attr);
-    hid_t ftype = H5Aget_type(attr);
-    H5_CHECK(ftype);
-    hid_t space = H5Aget_space(attr);
-    H5_CHECK(space);
-    hssize_t npoints = H5Sget_simple_extent_npoints(space);
-    H5_CHECK(npoints);
-    int ok = H5Tget_class(ftype) == H5T_INTEGER && npoints == 1;
-    if (ok) H5_CHECK(H5Aread(attr, H5T_NATIVE_LLONG, value));
-    H5_CHECK(H5Sclose(space));
-    H5_CHECK(H5Tclose(ftype));
-    H5_CHECK(H5Aclose(attr));
-    return ok;
 }
 
 /* Open a one-dimensional dataset of elem_size-byte integers and return its length;
@@ -184,60 +114,9 @@ static void read_split(corpus_reader *r, hid_t group, const char *domain, const 
 void ladle_corpus_open(ladle_corpus *corpus, const char *path, MPI_Comm comm)
 {
     memset(corpus, 0, sizeof *corpus);
-    corpus_reader r = {path, -1, -1, corpus};
+    corpus_reader r = {path, -1, corpus};
 
-    /* Plain file checks first: they give the clearest messages. */
-    struct stat st;
-    if (stat(path, &st) != 0) ladle_usage_error("cannot open corpus '%s': %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode)) ladle_usage_error("cannot open corpus '%s': it is a directory", path);
-    FILE *probe = fopen(path, "rb");
-    if (!probe) ladle_usage_error("cannot open corpus '%s': %s", path, strerror(errno));
-    fclose(probe);
-
-    /* From here on a failing HDF5 call is an answer about the file, not a crash:
-     * silence the library's error stack so the user sees one line. */
-    H5E_auto2_t old_func;
-    void *old_data;
-    H5_CHECK(H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data));
-    H5_CHECK(H5Eset_auto2(H5E_DEFAULT, NULL, NULL));
-
-    if (H5Fis_hdf5(path) <= 0)
-        ladle_usage_error("corpus '%s' is not an HDF5 file (build a corpus with 'ladle prep')", path);
-
-    r.fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5_CHECK(r.fapl);
-    H5_CHECK(H5Pset_fapl_mpio(r.fapl, comm, MPI_INFO_NULL));
-    /* Readers only: locks buy nothing and fail on some network file systems. */
-    H5_CHECK(H5Pset_file_locking(r.fapl, 0, 1));
-    H5_CHECK(H5Pset_fclose_degree(r.fapl, H5F_CLOSE_STRONG));
-    r.file = H5Fopen(path, H5F_ACC_RDONLY, r.fapl);
-    if (r.file < 0) reject(&r, "corpus '%s' is not a readable HDF5 file (damaged or truncated?)", path);
-
-    htri_t has_format = H5Aexists(r.file, "format");
-    H5_CHECK(has_format);
-    if (!has_format)
-        reject(&r, "'%s' is not a ladle corpus (no format attribute, expected '%s')", path, CORPUS_FORMAT);
-    char *format = read_string_attr(r.file, "format");
-    if (!format)
-        reject(&r, "'%s' is not a ladle corpus (format attribute is not a string, expected '%s')",
-               path, CORPUS_FORMAT);
-    if (strcmp(format, CORPUS_FORMAT) != 0) {
-        char shown[80];
-        snprintf(shown, sizeof shown, "%s", format);
-        free(format);
-        reject(&r, "'%s' is not a ladle corpus (format attribute is '%s', expected '%s')", path, shown,
-               CORPUS_FORMAT);
-    }
-    free(format);
-
-    long long version = 0;
-    htri_t has_version = H5Aexists(r.file, "format_version");
-    H5_CHECK(has_version);
-    if (!has_version || !read_int_attr(r.file, "format_version", &version))
-        reject(&r, "corpus '%s' has no integer format_version attribute (damaged?)", path);
-    if (version != CORPUS_FORMAT_VERSION)
-        reject(&r, "corpus '%s' has format_version %lld; this ladle reads version %d (rebuild it with 'ladle prep')",
-               path, version, CORPUS_FORMAT_VERSION);
+    r.file = ladle_h5_open_ladle_file(path, "corpus", LADLE_CORPUS_FORMAT, LADLE_CORPUS_VERSION, comm);
 
     htri_t has_domains = H5Lexists(r.file, "domains", H5P_DEFAULT);
     H5_CHECK(has_domains);
@@ -273,8 +152,6 @@ void ladle_corpus_open(ladle_corpus *corpus, const char *path, MPI_Comm comm)
 
     H5_CHECK(H5Gclose(domains));
     H5_CHECK(H5Fclose(r.file));
-    H5_CHECK(H5Pclose(r.fapl));
-    H5_CHECK(H5Eset_auto2(H5E_DEFAULT, old_func, old_data));
 }
 
 void ladle_corpus_free(ladle_corpus *corpus)

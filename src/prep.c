@@ -31,6 +31,7 @@
 #include "ladle/prep.h"
 #include "ladle/data.h"
 #include "ladle/error.h"
+#include "ladle/h5io.h"
 #include "ladle/rng.h"
 
 #include <hdf5.h>
@@ -45,9 +46,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Must match what data.c reads. */
-#define CORPUS_FORMAT "ladle-corpus"
-#define CORPUS_FORMAT_VERSION 1
 
 #define READ_PIECE ((size_t)1 << 20)
 
@@ -330,10 +328,8 @@ static void write_vector(hid_t group, const char *name, hid_t file_type, hid_t m
     hsize_t dims[1] = {n};
     hid_t space = H5Screate_simple(1, dims, NULL);
     H5_CHECK(space);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5_CHECK(dcpl);
     /* no timestamps: the same inputs give the same file, byte for byte */
-    H5_CHECK(H5Pset_obj_track_times(dcpl, 0));
+    hid_t dcpl = ladle_h5_untimed_dataset_props();
     hid_t dset = H5Dcreate2(group, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     H5_CHECK(dset);
     if (n) H5_CHECK(H5Dwrite(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
@@ -342,45 +338,9 @@ static void write_vector(hid_t group, const char *name, hid_t file_type, hid_t m
     H5_CHECK(H5Sclose(space));
 }
 
-/* Variable-length UTF-8: h5py reads it as str. */
-static void write_string_attr(hid_t obj, const char *name, const char *value)
-{
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5_CHECK(type);
-    H5_CHECK(H5Tset_size(type, H5T_VARIABLE));
-    H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8));
-    hid_t space = H5Screate(H5S_SCALAR);
-    H5_CHECK(space);
-    hid_t attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    H5_CHECK(attr);
-    H5_CHECK(H5Awrite(attr, type, &value));
-    H5_CHECK(H5Aclose(attr));
-    H5_CHECK(H5Sclose(space));
-    H5_CHECK(H5Tclose(type));
-}
-
-static void write_scalar_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *value)
-{
-    hid_t space = H5Screate(H5S_SCALAR);
-    H5_CHECK(space);
-    hid_t attr = H5Acreate2(obj, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
-    H5_CHECK(attr);
-    H5_CHECK(H5Awrite(attr, mem_type, value));
-    H5_CHECK(H5Aclose(attr));
-    H5_CHECK(H5Sclose(space));
-}
-
 static void write_u64_attr(hid_t obj, const char *name, uint64_t value)
 {
-    write_scalar_attr(obj, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &value);
-}
-
-static hid_t group_create_props(void)
-{
-    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
-    H5_CHECK(gcpl);
-    H5_CHECK(H5Pset_obj_track_times(gcpl, 0));
-    return gcpl;
+    ladle_h5_write_scalar_attr(obj, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &value);
 }
 
 static void write_split(hid_t group, const char *name, split_buf *s)
@@ -396,7 +356,7 @@ static void write_split(hid_t group, const char *name, split_buf *s)
 
 static void write_domain(hid_t domains_group, domain_walk *w, const ladle_prep_domain *d)
 {
-    hid_t gcpl = group_create_props();
+    hid_t gcpl = ladle_h5_untimed_group_props();
     hid_t group = H5Gcreate2(domains_group, d->name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
     H5_CHECK(group);
     H5_CHECK(H5Pclose(gcpl));
@@ -413,7 +373,7 @@ static void write_domain(hid_t domains_group, domain_walk *w, const ladle_prep_d
         memcpy(source + at, d->paths[i], n + 1);
         at += (int)n;
     }
-    write_string_attr(group, "source", source);
+    ladle_h5_write_string_attr(group, "source", source);
     free(source);
     write_u64_attr(group, "documents", w->docs);
     write_u64_attr(group, "train_docs", w->train.docs);
@@ -460,15 +420,15 @@ void ladle_prep(const char *out_path, const ladle_prep_domain *domains, int n_do
 
     hid_t file = H5Fcreate(tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     H5_CHECK(file);
-    write_string_attr(file, "format", CORPUS_FORMAT);
-    int version = CORPUS_FORMAT_VERSION;
-    write_scalar_attr(file, "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, &version);
+    ladle_h5_write_string_attr(file, "format", LADLE_CORPUS_FORMAT);
+    int version = LADLE_CORPUS_VERSION;
+    ladle_h5_write_scalar_attr(file, "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, &version);
     /* what it takes to rebuild the same file */
     write_u64_attr(file, "seed", (uint64_t)options->seed);
-    write_scalar_attr(file, "valid_fraction", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &options->valid_fraction);
+    ladle_h5_write_scalar_attr(file, "valid_fraction", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &options->valid_fraction);
     write_u64_attr(file, "max_doc_bytes", options->max_doc_bytes);
     write_u64_attr(file, "max_domain_bytes", options->max_domain_bytes);
-    hid_t gcpl = group_create_props();
+    hid_t gcpl = ladle_h5_untimed_group_props();
     hid_t domains_group = H5Gcreate2(file, "domains", H5P_DEFAULT, gcpl, H5P_DEFAULT);
     H5_CHECK(domains_group);
     H5_CHECK(H5Pclose(gcpl));

@@ -17,6 +17,8 @@
 #include <stdint.h>
 
 #define LADLE_NAME_MAX 64
+#define LADLE_CORPUS_FORMAT "ladle-corpus"
+#define LADLE_CORPUS_VERSION 1
 
 typedef struct {
     char name[LADLE_NAME_MAX];

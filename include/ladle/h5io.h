@@ -7,17 +7,20 @@
 #include <hdf5.h>
 #include <mpi.h>
 
-/* Open an existing ladle file read-only on every rank of comm (MPI-IO driver). Checks
- * that the file exists, is HDF5, and that its root attribute `format` equals
- * expected_format with format_version <= max_version. Any failure is a usage error
- * naming the file and what was found ("what" describes the role, e.g. "corpus"). */
+/* Open an existing ladle file read-only on every rank of comm (MPI-IO driver, strong
+ * close degree so closing the file closes everything in it). Checks that the file
+ * exists, is HDF5, and that its root attribute `format` equals expected_format with
+ * 1 <= format_version <= max_version. Any failure is a usage error naming the file and
+ * what was found ("what" names its role, e.g. "corpus"); every rank detects it alike. */
 hid_t ladle_h5_open_ladle_file(const char *path, const char *what, const char *expected_format,
                                long max_version, MPI_Comm comm);
 
 /* File access properties for MPI-IO on comm (file locking off, alignment set). */
 hid_t ladle_h5_fapl_mpio(MPI_Comm comm);
 
+/* Writers for attributes (scalar dataspace). Strings are variable-length UTF-8. */
 void ladle_h5_write_string_attr(hid_t obj, const char *name, const char *value);
+void ladle_h5_write_scalar_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *value);
 /* Reads a fixed- or variable-length string attribute; malloc'd, or NULL if absent. */
 char *ladle_h5_read_string_attr(hid_t obj, const char *name);
 void ladle_h5_write_long_attr(hid_t obj, const char *name, long value);
@@ -26,5 +29,9 @@ int ladle_h5_read_long_attr(hid_t obj, const char *name, long *value);
 
 /* Silence HDF5's automatic error printing (ladle reports errors itself). */
 void ladle_h5_quiet(void);
+
+/* Property lists that leave out timestamps, so the same content gives the same bytes. */
+hid_t ladle_h5_untimed_dataset_props(void);
+hid_t ladle_h5_untimed_group_props(void);
 
 #endif
