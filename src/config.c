@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { KEY_INT, KEY_LONG, KEY_FLOAT, KEY_PATH } key_type;
+typedef enum { KEY_INT, KEY_LONG, KEY_FLOAT, KEY_PATH, KEY_CHOICE } key_type;
 
 typedef struct {
     const char *name;
@@ -16,10 +16,13 @@ typedef struct {
     const char *fallback;   /* default, as text */
     double min, max;        /* inclusive bounds for numbers */
     const char *help;
+    const char *choices;    /* KEY_CHOICE: "a|b|c", stored as the index of the choice */
 } key_spec;
 
 #define KEY(name, type, field, fallback, min, max, help) \
-    { name, type, offsetof(ladle_config, field), fallback, min, max, help }
+    { name, type, offsetof(ladle_config, field), fallback, min, max, help, NULL }
+#define CHOICE(name, field, fallback, choices, help) \
+    { name, KEY_CHOICE, offsetof(ladle_config, field), fallback, 0, 0, help, choices }
 
 static const key_spec KEYS[] = {
     KEY("model.layers", KEY_INT, layers, "4", 1, 1024, "transformer blocks"),
@@ -140,6 +143,22 @@ int ladle_config_set(ladle_config *cfg, const char *key, const char *value, char
         }
         *(float *)field = (float)v;
         return 0;
+    }
+    case KEY_CHOICE: {
+        /* find value among the '|'-separated choices */
+        int index = 0;
+        for (const char *c = k->choices; ; index++) {
+            const char *bar = strchr(c, '|');
+            size_t len = bar ? (size_t)(bar - c) : strlen(c);
+            if (strlen(value) == len && strncmp(value, c, len) == 0) {
+                *(int *)field = index;
+                return 0;
+            }
+            if (!bar) break;
+            c = bar + 1;
+        }
+        snprintf(err, errlen, "%s = '%s': expected one of %s", key, value, k->choices);
+        return -1;
     }
     case KEY_PATH:
         if (strlen(value) >= LADLE_PATH_MAX) {
@@ -282,6 +301,12 @@ static int format_value(const ladle_config *cfg, const key_spec *k, char *out, s
     case KEY_LONG: return snprintf(out, len, "%ld", *(const long *)field);
     case KEY_FLOAT: return snprintf(out, len, "%.9g", (double)*(const float *)field);
     case KEY_PATH: return snprintf(out, len, "%s", field);
+    case KEY_CHOICE: {
+        const char *c = k->choices;
+        for (int i = 0; i < *(const int *)field && strchr(c, '|'); i++) c = strchr(c, '|') + 1;
+        const char *bar = strchr(c, '|');
+        return snprintf(out, len, "%.*s", bar ? (int)(bar - c) : (int)strlen(c), c);
+    }
     }
     return 0;
 }
@@ -303,5 +328,6 @@ void ladle_config_print_keys(FILE *out)
 {
     fprintf(out, "| key | default | meaning |\n|---|---|---|\n");
     for (size_t i = 0; i < N_KEYS; i++)
-        fprintf(out, "| `%s` | `%s` | %s |\n", KEYS[i].name, KEYS[i].fallback, KEYS[i].help);
+        fprintf(out, "| `%s` | `%s` | %s%s%s |\n", KEYS[i].name, KEYS[i].fallback, KEYS[i].help,
+                KEYS[i].choices ? ": " : "", KEYS[i].choices ? KEYS[i].choices : "");
 }

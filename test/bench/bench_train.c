@@ -1,14 +1,14 @@
 /* bench_train: BLIS sgemm speed at the shapes of one training step, through ladle_gemm.
  *
- *   bench_train [layers=4] [dim=256] [heads=4] [context=256] [batch=16] [reps=5]
+ *   bench_train [layers=4] [dim=256] [heads=4] [context=256] [batch=16] [reps=6]
  *
  * Threads: BLIS_NUM_THREADS (as for ladle itself). For every matrix product of a training
  * step (forward and both backward products of each linear layer, the four attention
  * products per head, the tied-embedding logits) it times the shape as ladle calls it
- * (same transpositions and leading dimensions), best of `reps` repetitions, and reports
+ * (same transpositions and leading dimensions), best of `reps` passes over all shapes, and reports
  *
  *   gemm_threads N
- *   gemm_peak_gflops X     square 1024^3 sgemm, best of reps (the MFU denominator)
+ *   gemm_peak_gflops X     square 1024^3 sgemm (the MFU denominator)
  *   gemm_model_gflops X    FLOP-weighted harmonic mean over the step's products, i.e.
  *                          (FLOPs of the step's GEMMs) / (time they would take at the
  *                          measured rates): the best a step can do if only GEMMs cost time
@@ -47,28 +47,41 @@ static float *fill(size_t n, unsigned seed)
     return p;
 }
 
-/* Seconds per call of the shape: each repetition runs enough calls to last >= ~40 ms
- * (at least one), the best repetition counts. */
-static double time_shape(const shape *s, int reps)
+/* Seconds per call: each timing runs enough calls to last >= ~40 ms (at least one). */
+static double time_calls(const shape *s, const float *a, const float *b, float *c, int inner)
 {
-    size_t rows_a = s->ta ? (size_t)s->k : (size_t)s->m;
-    size_t rows_b = s->tb ? (size_t)s->n : (size_t)s->k;
-    float *a = fill(rows_a * s->lda, 1), *b = fill(rows_b * s->ldb, 2), *c = fill((size_t)s->m * s->ldc, 3);
-    ladle_gemm(s->ta, s->tb, s->m, s->n, s->k, 1.0f, a, s->lda, b, s->ldb, 0.0f, c, s->ldc);   /* warm up */
     double t0 = ladle_now();
-    ladle_gemm(s->ta, s->tb, s->m, s->n, s->k, 1.0f, a, s->lda, b, s->ldb, 0.0f, c, s->ldc);
-    double once = ladle_now() - t0;
-    int inner = once > 0.04 ? 1 : (int)(0.04 / (once > 1e-6 ? once : 1e-6)) + 1;
-    double best = 1e30;
-    for (int r = 0; r < reps; r++) {
-        t0 = ladle_now();
-        for (int i = 0; i < inner; i++)
-            ladle_gemm(s->ta, s->tb, s->m, s->n, s->k, 1.0f, a, s->lda, b, s->ldb, 0.0f, c, s->ldc);
-        double t = (ladle_now() - t0) / inner;
-        if (t < best) best = t;
+    for (int i = 0; i < inner; i++)
+        ladle_gemm(s->ta, s->tb, s->m, s->n, s->k, 1.0f, a, s->lda, b, s->ldb, 0.0f, c, s->ldc);
+    return (ladle_now() - t0) / inner;
+}
+
+/* Times every shape `reps` times, in passes over all shapes (so a burst of load on the
+ * shared machine spoils one sample of several shapes, not every sample of one), and
+ * leaves the best seconds per call of shape i in best[i]. */
+static void time_shapes(const shape *shapes, int n_shapes, int reps, double *best)
+{
+    float **a = ladle_calloc((size_t)n_shapes * 3, sizeof(float *), "benchmark matrices");
+    int *inner = ladle_calloc((size_t)n_shapes, sizeof(int), "benchmark counts");
+    for (int i = 0; i < n_shapes; i++) {
+        const shape *s = &shapes[i];
+        size_t rows_a = s->ta ? (size_t)s->k : (size_t)s->m, rows_b = s->tb ? (size_t)s->n : (size_t)s->k;
+        a[3 * i] = fill(rows_a * s->lda, 1);
+        a[3 * i + 1] = fill(rows_b * s->ldb, 2);
+        a[3 * i + 2] = fill((size_t)s->m * s->ldc, 3);
+        time_calls(s, a[3 * i], a[3 * i + 1], a[3 * i + 2], 1);                 /* warm up */
+        double once = time_calls(s, a[3 * i], a[3 * i + 1], a[3 * i + 2], 1);
+        inner[i] = once > 0.04 ? 1 : (int)(0.04 / (once > 1e-6 ? once : 1e-6)) + 1;
+        best[i] = 1e30;
     }
-    free(a); free(b); free(c);
-    return best;
+    for (int r = 0; r < reps; r++)
+        for (int i = 0; i < n_shapes; i++) {
+            double t = time_calls(&shapes[i], a[3 * i], a[3 * i + 1], a[3 * i + 2], inner[i]);
+            if (t < best[i]) best[i] = t;
+        }
+    for (int i = 0; i < 3 * n_shapes; i++) free(a[i]);
+    free(a);
+    free(inner);
 }
 
 static int parse_int(const char *arg, const char *key, int *out)
@@ -88,7 +101,7 @@ static int parse_int(const char *arg, const char *key, int *out)
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
-    int layers = 4, dim = 256, heads = 4, context = 256, batch = 16, reps = 5;
+    int layers = 4, dim = 256, heads = 4, context = 256, batch = 16, reps = 6;
     for (int i = 1; i < argc; i++) {
         if (parse_int(argv[i], "layers", &layers) || parse_int(argv[i], "dim", &dim) ||
             parse_int(argv[i], "heads", &heads) || parse_int(argv[i], "context", &context) ||
@@ -140,19 +153,24 @@ int main(int argc, char **argv)
 
     printf("bench_train: layers %d dim %d heads %d context %d batch %d; BLIS threads %d; best of %d\n",
            layers, dim, heads, context, batch, threads, reps);
-    shape square = {"square 1024^3       ", 0, 0, 1024, 1024, 1024, 1024, 1024, 1024, 1};
-    double sq_t = time_shape(&square, reps * 2);
-    double peak = 2.0 * 1024 * 1024 * 1024 / sq_t / 1e9;
+    /* the square reference is timed with the model's shapes, as one more entry */
+    shape all[sizeof shapes / sizeof shapes[0] + 1];
+    memcpy(all, shapes, sizeof shapes);
+    all[n_shapes] = (shape){"square 1024^3       ", 0, 0, 1024, 1024, 1024, 1024, 1024, 1024, 1};
+    double best[sizeof all / sizeof all[0]];
+    time_shapes(all, n_shapes + 1, reps, best);
+    double peak = 2.0 * 1024 * 1024 * 1024 / best[n_shapes] / 1e9;
 
     double step_flops = 0.0, step_time = 0.0;
     for (int i = 0; i < n_shapes; i++) {
         const shape *s = &shapes[i];
-        double f = 2.0 * s->m * s->n * s->k, t = time_shape(s, reps);
+        double f = 2.0 * s->m * s->n * s->k, t = best[i];
         step_flops += f * s->calls;
         step_time += t * s->calls;
         printf("shape %s m %5d n %5d k %5d  x%-5.0f %7.1f GFLOP/s  %8.2f ms/step\n", s->name, s->m, s->n, s->k,
                s->calls, f / t / 1e9, 1e3 * t * s->calls);
     }
+    printf("shape %s m  1024 n  1024 k  1024         %7.1f GFLOP/s\n", all[n_shapes].name, peak);
     double model_gflops = step_flops / step_time / 1e9;
     printf("gemm time per step at these rates: %.1f ms (%.0f tokens/s if only GEMMs cost time)\n",
            1e3 * step_time, (double)N / step_time);
