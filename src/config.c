@@ -45,7 +45,7 @@ static const key_spec KEYS[] = {
     KEY("eval.every", KEY_INT, eval_every, "50", 0, 1 << 30, "evaluate on every domain's valid split every N steps (0 = only at the end)"),
     KEY("eval.sequences", KEY_INT, eval_sequences, "32", 1, 1 << 24, "valid windows per domain per evaluation"),
     KEY("log.every", KEY_INT, log_every, "1", 1, 1 << 30, "progress line every N steps"),
-    KEY("log.peak_gflops", KEY_FLOAT, peak_gflops, "108", 0.001, 1e9, "peak GFLOP/s of one rank, the MFU denominator (BLIS sgemm, 1 thread, this machine: 108)"),
+    KEY("log.peak_gflops", KEY_FLOAT, peak_gflops, "108", 0.001, 1e9, "peak GFLOP/s of one thread (BLIS sgemm; about 108 on this project's 2-core machine): MFU = model FLOP/s / (peak x threads x ranks)"),
     KEY("run.dir", KEY_PATH, run_dir, "run", 0, 0, "output directory (metrics.jsonl, model.h5)"),
     KEY("run.save_every", KEY_INT, save_every, "0", 0, 1 << 30, "write model.h5 every N steps (0 = only at the end)"),
 };

@@ -258,10 +258,11 @@ void ladle_model_backward(const ladle_model *m, const float *params, float *grad
 
 double ladle_model_flops_per_token(const ladle_model *m)
 {
-    /* 6 flops per weight per token (2 forward, 4 backward) for every matrix product,
-     * plus attention: q k^T and P v, forward 2*2*T*C per token per layer, x3 with
-     * backward. Full T x T products are computed (the causal half is masked, not skipped). */
+    /* 6 flops per weight per token (2 forward, 4 backward) for every matrix product, plus
+     * causal attention: q k^T and P v each cost 2*C flops per (query, key) pair, a query
+     * sees (T+1)/2 keys on average, x3 with backward. This is the useful work; the
+     * blocked kernels also compute part of the masked triangle (kernels.c). */
     const double L = m->layers, C = m->dim, T = m->context;
     double matmul_weights = L * 12.0 * C * C + (double)LADLE_VOCAB * C;
-    return 6.0 * matmul_weights + 3.0 * L * 4.0 * T * C;
+    return 6.0 * matmul_weights + 3.0 * L * 2.0 * 2.0 * C * (T + 1.0) / 2.0;
 }

@@ -34,6 +34,7 @@ void ladle_adamw_update(const ladle_model *model, const ladle_config *cfg, float
         size_t b = tensor->offset + tensor->size < hi ? tensor->offset + tensor->size : hi;
         if (a >= b) continue;
         const float decay = tensor->decay ? 1.0f - lr * cfg->weight_decay : 1.0f;
+#pragma omp simd
         for (size_t j = a - lo; j < b - lo; j++) {
             float g = grad[j] * grad_factor;
             m[j] = b1 * m[j] + (1.0f - b1) * g;

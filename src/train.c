@@ -4,6 +4,7 @@
 #include "ladle/eval.h"
 #include "ladle/optim.h"
 
+#include <blis.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,7 +122,10 @@ double ladle_trainer_step(ladle_trainer *tr, ladle_step_stats *st)
         st->grad_norm = norm;
         st->ms = 1e3 * secs;
         st->tokens_per_s = tokens / secs;
-        st->mfu = ladle_model_flops_per_token(&tr->model) * st->tokens_per_s / (1e9 * cfg->peak_gflops * s->size);
+        /* the peak is per thread; a rank runs as many BLIS threads as it was given */
+        double threads = (double)bli_thread_get_num_threads();
+        st->mfu = ladle_model_flops_per_token(&tr->model) * st->tokens_per_s /
+                  (1e9 * cfg->peak_gflops * (threads > 1 ? threads : 1) * s->size);
         st->ms_gather = 1e3 * (t1 - t0);
         st->ms_compute = 1e3 * (t2 - t1);
         st->ms_reduce = 1e3 * (t3 - t2);

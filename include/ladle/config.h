@@ -26,7 +26,7 @@ typedef struct {
     char corpus[LADLE_PATH_MAX];
     /* evaluation and logging */
     int eval_every, eval_sequences, log_every;
-    float peak_gflops;  /* per rank, for MFU */
+    float peak_gflops;  /* per thread, for MFU */
     char run_dir[LADLE_PATH_MAX];
     int save_every;
 } ladle_config;
