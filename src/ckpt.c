@@ -10,86 +10,387 @@
 
 #include "config.h"   /* PACKAGE_VERSION */
 
-static void write_tensor(hid_t group, const ladle_tensor *t, const float *data)
+/* ---- selections ---------------------------------------------------------------
+ * A rank owns a contiguous range of the flat parameter vector; inside one tensor that
+ * is a flat element range [x0, x1), which in the tensor's row-major [rows, cols] shape
+ * is at most three blocks: the tail of a row, whole rows, the head of a row. Expert
+ * datasets have a leading expert index: the same blocks in every plane j. */
+
+typedef struct {
+    int rank;            /* dataset rank: tensor rank, +1 with a leading expert index */
+    hsize_t dims[3];
+} tensor_space;
+
+static tensor_space space_of(const ladle_tensor *t, int planes)
 {
-    hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
-    hid_t space = H5Screate_simple(t->ndim, dims, NULL);
+    tensor_space s;
+    memset(&s, 0, sizeof s);
+    int r = 0;
+    if (planes > 0) s.dims[r++] = (hsize_t)planes;
+    s.dims[r++] = (hsize_t)t->shape[0];
+    if (t->ndim == 2) s.dims[r++] = (hsize_t)t->shape[1];
+    s.rank = r;
+    return s;
+}
+
+static void or_block(hid_t space, const tensor_space *ts, int plane, hsize_t row, hsize_t col, hsize_t nrows,
+                     hsize_t ncols, int *first)
+{
+    if (nrows == 0 || ncols == 0) return;
+    hsize_t start[3], count[3];
+    int r = 0;
+    if (plane >= 0) { start[r] = (hsize_t)plane; count[r++] = 1; }
+    if (ts->rank - r == 2) {
+        start[r] = row; count[r++] = nrows;
+        start[r] = col; count[r++] = ncols;
+    } else {
+        start[r] = col; count[r++] = ncols;   /* 1-D tensor: one "row" */
+    }
+    H5_CHECK(H5Sselect_hyperslab(space, *first ? H5S_SELECT_SET : H5S_SELECT_OR, start, NULL, count, NULL));
+    *first = 0;
+}
+
+/* Select flat elements [x0, x1) of plane `plane` (-1: no plane dimension). */
+static void select_flat(hid_t space, const tensor_space *ts, int plane, hsize_t x0, hsize_t x1, int *first)
+{
+    hsize_t cols = ts->dims[ts->rank - 1];
+    if (x0 >= x1) return;
+    hsize_t r0 = x0 / cols, c0 = x0 % cols, r1 = x1 / cols, c1 = x1 % cols;
+    if (r0 == r1) {
+        or_block(space, ts, plane, r0, c0, 1, c1 - c0, first);
+        return;
+    }
+    or_block(space, ts, plane, r0, c0, 1, cols - c0, first);       /* tail of the first row */
+    or_block(space, ts, plane, r0 + 1, 0, r1 - r0 - 1, cols, first); /* whole rows */
+    or_block(space, ts, plane, r1, 0, 1, c1, first);                /* head of the last row */
+}
+
+/* The part of tensor t inside [lo, hi) of the flat vector, as offsets into the tensor. */
+static int tensor_part(const ladle_tensor *t, size_t lo, size_t hi, size_t *x0, size_t *x1)
+{
+    size_t a = t->offset > lo ? t->offset : lo;
+    size_t b = t->offset + t->size < hi ? t->offset + t->size : hi;
+    if (a >= b) return 0;
+    *x0 = a - t->offset;
+    *x1 = b - t->offset;
+    return 1;
+}
+
+typedef enum { IO_WRITE, IO_READ } io_dir;
+
+/* Collective read or write of one dataset: this rank's flat range [x0, x1) of every
+ * plane (planes = 0: a plain tensor), from/to buf laid out [planes x stride] starting
+ * at buf. Every rank calls this for every dataset, possibly with nothing selected. */
+static void transfer(hid_t dset, const tensor_space *ts, int planes, int have, size_t x0, size_t x1,
+                     float *buf, size_t stride, io_dir dir)
+{
+    hid_t fspace = H5Dget_space(dset);
+    H5_CHECK(fspace);
+    hsize_t n = have ? (hsize_t)(x1 - x0) : 0;
+    int np = planes > 0 ? planes : 1;
+    /* memory: np rows of n elements at the given stride */
+    hsize_t mdims[2] = {(hsize_t)np, have ? (hsize_t)stride : 1};
+    hid_t mspace = H5Screate_simple(2, mdims, NULL);
+    H5_CHECK(mspace);
+    if (have && n > 0) {
+        int first = 1;
+        for (int j = 0; j < np; j++) select_flat(fspace, ts, planes > 0 ? j : -1, x0, x1, &first);
+        hsize_t start[2] = {0, 0}, count[2] = {(hsize_t)np, n};
+        H5_CHECK(H5Sselect_hyperslab(mspace, H5S_SELECT_SET, start, NULL, count, NULL));
+    } else {
+        H5_CHECK(H5Sselect_none(fspace));
+        H5_CHECK(H5Sselect_none(mspace));
+    }
+    hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+    H5_CHECK(dxpl);
+    H5_CHECK(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+    float dummy = 0.0f;
+    float *p = have && n > 0 ? buf : &dummy;
+    if (dir == IO_WRITE) H5_CHECK(H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, p));
+    else H5_CHECK(H5Dread(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, p));
+    H5_CHECK(H5Pclose(dxpl));
+    H5_CHECK(H5Sclose(mspace));
+    H5_CHECK(H5Sclose(fspace));
+}
+
+static hid_t create_dataset(hid_t group, const char *name, const tensor_space *ts)
+{
+    hid_t space = H5Screate_simple(ts->rank, ts->dims, NULL);
     H5_CHECK(space);
-    hid_t dset = H5Dcreate2(group, t->name, H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t dcpl = ladle_h5_untimed_dataset_props();
+    hid_t dset = H5Dcreate2(group, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     H5_CHECK(dset);
-    H5_CHECK(H5Dwrite(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
-    H5_CHECK(H5Dclose(dset));
+    H5_CHECK(H5Pclose(dcpl));
+    H5_CHECK(H5Sclose(space));
+    return dset;
+}
+
+/* Open name in group and check its shape against ts: a mismatch is a usage error. */
+static hid_t open_dataset(hid_t group, const char *gname, const char *name, const tensor_space *ts, const char *path)
+{
+    if (H5Lexists(group, name, H5P_DEFAULT) <= 0)
+        ladle_usage_error("model '%s' lacks /%s/%s", path, gname, name);
+    hid_t dset = H5Dopen2(group, name, H5P_DEFAULT);
+    H5_CHECK(dset);
+    hid_t space = H5Dget_space(dset);
+    H5_CHECK(space);
+    hsize_t dims[3] = {0, 0, 0};
+    int rank = H5Sget_simple_extent_ndims(space);
+    int ok = rank == ts->rank && H5Sget_simple_extent_dims(space, dims, NULL) == rank;
+    for (int i = 0; ok && i < rank; i++) ok = dims[i] == ts->dims[i];
+    H5_CHECK(H5Sclose(space));
+    if (!ok) ladle_usage_error("model '%s': /%s/%s does not have the shape its configuration implies", path, gname, name);
+    return dset;
+}
+
+/* ---- root attributes -------------------------------------------------------- */
+
+static void write_names_attr(hid_t obj, const char *name, const char (*names)[LADLE_NAME_MAX], int n)
+{
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5_CHECK(type);
+    H5_CHECK(H5Tset_size(type, H5T_VARIABLE));
+    H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8));
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t space = H5Screate_simple(1, dims, NULL);
+    H5_CHECK(space);
+    const char **ptrs = ladle_calloc((size_t)(n > 0 ? n : 1), sizeof(char *), "names");
+    for (int i = 0; i < n; i++) ptrs[i] = names[i];
+    hid_t attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    H5_CHECK(attr);
+    H5_CHECK(H5Awrite(attr, type, ptrs));
+    H5_CHECK(H5Aclose(attr));
+    free(ptrs);
+    H5_CHECK(H5Sclose(space));
+    H5_CHECK(H5Tclose(type));
+}
+
+static int read_names_attr(hid_t obj, const char *name, char (**names)[LADLE_NAME_MAX])
+{
+    *names = NULL;
+    if (H5Aexists(obj, name) <= 0) return 0;
+    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
+    H5_CHECK(attr);
+    hid_t space = H5Aget_space(attr);
+    H5_CHECK(space);
+    hssize_t n = H5Sget_simple_extent_npoints(space);
+    H5_CHECK(n);
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5_CHECK(type);
+    H5_CHECK(H5Tset_size(type, H5T_VARIABLE));
+    H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8));
+    char **ptrs = ladle_calloc((size_t)(n > 0 ? n : 1), sizeof(char *), "names");
+    H5_CHECK(H5Aread(attr, type, ptrs));
+    *names = ladle_calloc((size_t)(n > 0 ? n : 1), LADLE_NAME_MAX, "names");
+    for (hssize_t i = 0; i < n; i++) snprintf((*names)[i], LADLE_NAME_MAX, "%s", ptrs[i] ? ptrs[i] : "");
+    H5_CHECK(H5Dvlen_reclaim(type, space, H5P_DEFAULT, ptrs));
+    free(ptrs);
+    H5_CHECK(H5Tclose(type));
+    H5_CHECK(H5Sclose(space));
+    H5_CHECK(H5Aclose(attr));
+    return (int)n;
+}
+
+static void write_float_array_attr(hid_t obj, const char *name, const float *v, int n)
+{
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t space = H5Screate_simple(1, dims, NULL);
+    H5_CHECK(space);
+    hid_t attr = H5Acreate2(obj, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    H5_CHECK(attr);
+    H5_CHECK(H5Awrite(attr, H5T_NATIVE_FLOAT, v));
+    H5_CHECK(H5Aclose(attr));
     H5_CHECK(H5Sclose(space));
 }
 
-void ladle_ckpt_save_model(const char *path, const ladle_model *model, const ladle_config *cfg,
-                           const float *params, long step, MPI_Comm comm)
+/* ---- save -------------------------------------------------------------------- */
+
+void ladle_ckpt_save(const char *path, const ladle_ckpt_contents *c)
 {
-    int rank = 0, size = 1;
-    MPI_CHECK(MPI_Comm_rank(comm, &rank));
-    MPI_CHECK(MPI_Comm_size(comm, &size));
-    if (rank == 0) {
-        char tmp[LADLE_PATH_MAX + 8];
-        snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        ladle_h5_quiet();
-        hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-        H5_CHECK(fapl);
-        H5_CHECK(H5Pset_file_locking(fapl, 0, 1));
-        hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-        H5_CHECK(H5Pclose(fapl));
-        LADLE_CHECK(file >= 0, "cannot create model file '%s'", tmp);
-        ladle_h5_write_string_attr(file, "format", LADLE_CKPT_FORMAT);
-        ladle_h5_write_long_attr(file, "format_version", LADLE_CKPT_VERSION);
-        ladle_h5_write_string_attr(file, "kind", "dense");
-        ladle_h5_write_long_attr(file, "step", step);
-        ladle_h5_write_long_attr(file, "seed", cfg->seed);
-        ladle_h5_write_long_attr(file, "world_size", size);
-        char *text = ladle_config_to_text(cfg);
-        ladle_h5_write_string_attr(file, "config", text);
-        free(text);
-        ladle_h5_write_string_attr(file, "ladle_version", PACKAGE_VERSION);
-        hid_t shared = H5Gcreate2(file, "shared", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        H5_CHECK(shared);
-        for (int i = 0; i < model->n_tensors; i++)
-            write_tensor(shared, &model->tensors[i], params + model->tensors[i].offset);
-        H5_CHECK(H5Gclose(shared));
-        H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL));
-        H5_CHECK(H5Fclose(file));
-        LADLE_CHECK(rename(tmp, path) == 0, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+    const ladle_shard *s = c->shard;
+    const ladle_model *m = c->model;
+    char tmp[LADLE_PATH_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    ladle_h5_quiet();
+    hid_t fapl = ladle_h5_fapl_mpio(s->comm);
+    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5_CHECK(H5Pclose(fapl));
+    LADLE_CHECK(file >= 0, "cannot create model file '%s'", tmp);
+
+    /* attributes: collective metadata, identical on every rank */
+    ladle_h5_write_string_attr(file, "format", LADLE_CKPT_FORMAT);
+    ladle_h5_write_long_attr(file, "format_version", LADLE_CKPT_VERSION);
+    ladle_h5_write_string_attr(file, "kind", c->kind);
+    ladle_h5_write_long_attr(file, "step", c->step);
+    ladle_h5_write_long_attr(file, "seed", c->cfg->seed);
+    ladle_h5_write_long_attr(file, "world_size", s->size);
+    char *text = ladle_config_to_text(c->cfg);
+    ladle_h5_write_string_attr(file, "config", text);
+    free(text);
+    ladle_h5_write_string_attr(file, "ladle_version", PACKAGE_VERSION);
+    write_names_attr(file, "domains", c->domain_names, c->n_domains);
+    if (c->h) write_float_array_attr(file, "h", c->h, c->n_domains);
+    if (c->alpha && c->n_alpha > 0) write_float_array_attr(file, "alpha", c->alpha, c->n_alpha);
+    if (c->source) ladle_h5_write_string_attr(file, "source", c->source);
+
+    hid_t gcpl = ladle_h5_untimed_group_props();
+    hid_t shared = H5Gcreate2(file, "shared", H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    H5_CHECK(shared);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ladle_tensor *t = &m->tensors[i];
+        tensor_space ts = space_of(t, 0);
+        hid_t dset = create_dataset(shared, t->name, &ts);
+        size_t x0 = 0, x1 = 0;
+        int have = tensor_part(t, s->lo, s->hi, &x0, &x1);
+        float *buf = have ? (float *)c->shared_slice + (t->offset + x0 - s->lo) : NULL;
+        transfer(dset, &ts, 0, have, x0, x1, buf, x1 - x0, IO_WRITE);
+        H5_CHECK(H5Dclose(dset));
     }
-    MPI_CHECK(MPI_Barrier(comm));
+    H5_CHECK(H5Gclose(shared));
+
+    const ladle_soup *soup = c->soup;
+    if (soup && soup->n > 0) {
+        hid_t experts = H5Gcreate2(file, "experts", H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        H5_CHECK(experts);
+        for (int i = 0; i < m->n_tensors; i++) {
+            const ladle_tensor *t = &m->tensors[i];
+            if (t->offset < soup->bank_lo || t->offset >= soup->bank_hi) continue;   /* carries no experts */
+            tensor_space ts = space_of(t, soup->n);
+            hid_t dset = create_dataset(experts, t->name, &ts);
+            size_t x0 = 0, x1 = 0;
+            int have = tensor_part(t, soup->own_lo, soup->own_lo + soup->own_len, &x0, &x1);
+            float *buf = have ? soup->experts + (t->offset + x0 - soup->own_lo) : NULL;
+            transfer(dset, &ts, soup->n, have, x0, x1, buf, soup->own_len, IO_WRITE);
+            H5_CHECK(H5Dclose(dset));
+        }
+        H5_CHECK(H5Gclose(experts));
+        /* the router is replicated: rank 0 writes it */
+        hid_t router = H5Gcreate2(file, "router", H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        H5_CHECK(router);
+        for (int i = 0; i < 4; i++) {
+            const ladle_tensor *t = &c->router->tensors[i];
+            tensor_space ts = space_of(t, 0);
+            hid_t dset = create_dataset(router, t->name, &ts);
+            transfer(dset, &ts, 0, s->rank == 0, 0, t->size, (float *)c->router_params + t->offset, t->size, IO_WRITE);
+            H5_CHECK(H5Dclose(dset));
+        }
+        H5_CHECK(H5Gclose(router));
+    }
+    H5_CHECK(H5Pclose(gcpl));
+    H5_CHECK(H5Fclose(file));   /* collective: every rank's data is in the file */
+    MPI_CHECK(MPI_Barrier(s->comm));
+    if (s->rank == 0)
+        LADLE_CHECK(rename(tmp, path) == 0, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+    MPI_CHECK(MPI_Barrier(s->comm));
 }
 
-void ladle_ckpt_load_model(const char *path, ladle_config *cfg, ladle_model *model, float **params,
-                           long *step, MPI_Comm comm)
+/* ---- load -------------------------------------------------------------------- */
+
+void ladle_ckpt_load(const char *path, MPI_Comm comm, ladle_ckpt_loaded *out)
 {
+    memset(out, 0, sizeof *out);
     hid_t file = ladle_h5_open_ladle_file(path, "model", LADLE_CKPT_FORMAT, LADLE_CKPT_VERSION, comm);
+    char *kind = ladle_h5_read_string_attr(file, "kind");
+    if (!kind) ladle_usage_error("model '%s' has no kind attribute", path);
+    snprintf(out->kind, sizeof out->kind, "%s", kind);
+    free(kind);
     char *text = ladle_h5_read_string_attr(file, "config");
     if (!text) ladle_usage_error("model '%s' has no config attribute", path);
     char err[512];
-    if (ladle_config_from_text(cfg, text, err, sizeof err) != 0)
+    if (ladle_config_from_text(&out->cfg, text, err, sizeof err) != 0)
         ladle_usage_error("model '%s': stored configuration rejected: %s", path, err);
     free(text);
-    if (ladle_h5_read_long_attr(file, "step", step) != 0) *step = 0;
-    ladle_model_create(model, cfg);
-    *params = ladle_malloc(model->n_params * sizeof(float), "model parameters");
-    for (int i = 0; i < model->n_tensors; i++) {
-        const ladle_tensor *t = &model->tensors[i];
-        char name[LADLE_TENSOR_NAME_MAX + 16];
-        snprintf(name, sizeof name, "shared/%s", t->name);
-        if (H5Lexists(file, "shared", H5P_DEFAULT) <= 0 || H5Lexists(file, name, H5P_DEFAULT) <= 0)
-            ladle_usage_error("model '%s' lacks tensor /%s", path, name);
-        hid_t dset = H5Dopen2(file, name, H5P_DEFAULT);
-        H5_CHECK(dset);
-        hid_t space = H5Dget_space(dset);
-        H5_CHECK(space);
-        hssize_t n = H5Sget_simple_extent_npoints(space);
-        if (n != (hssize_t)t->size)
-            ladle_usage_error("model '%s': /%s has %lld elements, the configuration implies %zu", path, name,
-                              (long long)n, t->size);
-        H5_CHECK(H5Dread(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, *params + t->offset));
-        H5_CHECK(H5Sclose(space));
+    if (ladle_h5_read_long_attr(file, "step", &out->step) != 0) out->step = 0;
+    out->n_domains = read_names_attr(file, "domains", &out->domain_names);
+
+    ladle_model_create(&out->model, &out->cfg);
+    ladle_shard_create(&out->shard, out->model.n_params, comm);
+    const ladle_shard *s = &out->shard;
+    const ladle_model *m = &out->model;
+    out->shared_slice = ladle_calloc(s->slice, sizeof(float), "parameter slice");
+    hid_t shared = H5Gopen2(file, "shared", H5P_DEFAULT);
+    if (shared < 0) ladle_usage_error("model '%s' has no /shared group", path);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ladle_tensor *t = &m->tensors[i];
+        tensor_space ts = space_of(t, 0);
+        hid_t dset = open_dataset(shared, "shared", t->name, &ts, path);
+        size_t x0 = 0, x1 = 0;
+        int have = tensor_part(t, s->lo, s->hi, &x0, &x1);
+        float *buf = have ? out->shared_slice + (t->offset + x0 - s->lo) : NULL;
+        transfer(dset, &ts, 0, have, x0, x1, buf, x1 - x0, IO_READ);
         H5_CHECK(H5Dclose(dset));
     }
+    H5_CHECK(H5Gclose(shared));
+
+    int n = strcmp(out->kind, "soup") == 0 ? out->cfg.experts : 0;
+    ladle_soup_create(&out->soup, m, s, n, out->cfg.experts_on);
+    if (n > 0) {
+        hid_t experts = H5Gopen2(file, "experts", H5P_DEFAULT);
+        if (experts < 0) ladle_usage_error("soup '%s' has no /experts group", path);
+        const ladle_soup *soup = &out->soup;
+        for (int i = 0; i < m->n_tensors; i++) {
+            const ladle_tensor *t = &m->tensors[i];
+            if (t->offset < soup->bank_lo || t->offset >= soup->bank_hi) continue;
+            tensor_space ts = space_of(t, n);
+            hid_t dset = open_dataset(experts, "experts", t->name, &ts, path);
+            size_t x0 = 0, x1 = 0;
+            int have = tensor_part(t, soup->own_lo, soup->own_lo + soup->own_len, &x0, &x1);
+            float *buf = have ? soup->experts + (t->offset + x0 - soup->own_lo) : NULL;
+            transfer(dset, &ts, n, have, x0, x1, buf, soup->own_len, IO_READ);
+            H5_CHECK(H5Dclose(dset));
+        }
+        H5_CHECK(H5Gclose(experts));
+        if (out->n_domains < 1) ladle_usage_error("soup '%s' names no domains", path);
+        ladle_router_create(&out->router, out->n_domains, out->cfg.router_hidden, n,
+                            (ladle_alpha_kind)out->cfg.router_alpha);
+        out->router_params = ladle_calloc(out->router.n_params, sizeof(float), "router parameters");
+        hid_t router = H5Gopen2(file, "router", H5P_DEFAULT);
+        if (router < 0) ladle_usage_error("soup '%s' has no /router group", path);
+        for (int i = 0; i < 4; i++) {
+            const ladle_tensor *t = &out->router.tensors[i];
+            tensor_space ts = space_of(t, 0);
+            hid_t dset = open_dataset(router, "router", t->name, &ts, path);
+            transfer(dset, &ts, 0, 1, 0, t->size, out->router_params + t->offset, t->size, IO_READ);
+            H5_CHECK(H5Dclose(dset));
+        }
+        H5_CHECK(H5Gclose(router));
+    }
     H5_CHECK(H5Fclose(file));
+}
+
+void ladle_ckpt_loaded_free(ladle_ckpt_loaded *l)
+{
+    free(l->shared_slice);
+    free(l->router_params);
+    free(l->domain_names);
+    ladle_soup_free(&l->soup);
+    ladle_model_free(&l->model);
+    memset(l, 0, sizeof *l);
+}
+
+float *ladle_ckpt_gather_theta(const ladle_ckpt_loaded *l, const float *h, float *alpha_out)
+{
+    const ladle_shard *s = &l->shard;
+    float *theta = ladle_calloc(s->padded, sizeof(float), "parameters");
+    if (l->soup.n == 0) {
+        ladle_shard_allgather(s, l->shared_slice, theta);
+        return theta;
+    }
+    LADLE_CHECK(h, "a soup needs domain weights to become a model");
+    float *alpha = ladle_calloc((size_t)l->soup.n, sizeof(float), "expert coefficients");
+    float *merged = ladle_calloc(s->slice, sizeof(float), "merged slice");
+    ladle_router_forward(&l->router, l->router_params, h, alpha, NULL);
+    ladle_soup_merge(&l->soup, alpha, l->shared_slice, merged, s->slice);
+    ladle_shard_allgather(s, merged, theta);
+    if (alpha_out) memcpy(alpha_out, alpha, (size_t)l->soup.n * sizeof(float));
+    free(alpha);
+    free(merged);
+    return theta;
+}
+
+int ladle_ckpt_domain_index(const ladle_ckpt_loaded *l, const char *name)
+{
+    for (int i = 0; i < l->n_domains; i++)
+        if (strcmp(l->domain_names[i], name) == 0) return i;
+    return -1;
 }

@@ -17,6 +17,8 @@
 #include <hdf5.h>
 
 #include <errno.h>
+#include <float.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,21 +113,21 @@ static void read_split(corpus_reader *r, hid_t group, const char *domain, const 
     H5_CHECK(H5Dclose(dset));
 }
 
-void ladle_corpus_open(ladle_corpus *corpus, const char *path, MPI_Comm comm)
+void ladle_corpus_open_group(ladle_corpus *corpus, const char *path, const char *group, MPI_Comm comm)
 {
     memset(corpus, 0, sizeof *corpus);
     corpus_reader r = {path, -1, corpus};
 
     r.file = ladle_h5_open_ladle_file(path, "corpus", LADLE_CORPUS_FORMAT, LADLE_CORPUS_VERSION, comm);
 
-    htri_t has_domains = H5Lexists(r.file, "domains", H5P_DEFAULT);
-    H5_CHECK(has_domains);
-    hid_t domains = has_domains ? H5Gopen2(r.file, "domains", H5P_DEFAULT) : -1;
-    if (domains < 0) reject(&r, "corpus '%s' has no domains", path);
+    htri_t has_group = H5Lexists(r.file, group, H5P_DEFAULT);
+    H5_CHECK(has_group);
+    hid_t domains = has_group ? H5Gopen2(r.file, group, H5P_DEFAULT) : -1;
+    if (domains < 0) reject(&r, "corpus '%s' has no %s", path, group);
     H5G_info_t info;
     H5_CHECK(H5Gget_info(domains, &info));
-    if (info.nlinks == 0) reject(&r, "corpus '%s' has no domains", path);
-    if (info.nlinks > (hsize_t)1 << 20) reject(&r, "corpus '%s' has too many domains (%llu)", path,
+    if (info.nlinks == 0) reject(&r, "corpus '%s' has no %s", path, group);
+    if (info.nlinks > (hsize_t)1 << 20) reject(&r, "corpus '%s' has too many %s (%llu)", path, group,
                                                (unsigned long long)info.nlinks);
 
     corpus->domains = ladle_calloc(info.nlinks, sizeof(ladle_domain), "corpus domains");
@@ -141,17 +143,22 @@ void ladle_corpus_open(ladle_corpus *corpus, const char *path, MPI_Comm comm)
         memcpy(d->name, name, (size_t)len + 1);
         corpus->n_domains = (int)i + 1;   /* so that reject() frees what was read */
 
-        hid_t group = H5Gopen2(domains, d->name, H5P_DEFAULT);
-        if (group < 0) reject(&r, "corpus '%s' is damaged: domains/%s is not a group", path, d->name);
-        read_split(&r, group, d->name, "train", &d->train, &d->train_bytes, &d->train_docs);
-        read_split(&r, group, d->name, "valid", &d->valid, &d->valid_bytes, &d->valid_docs);
-        H5_CHECK(H5Gclose(group));
+        hid_t g = H5Gopen2(domains, d->name, H5P_DEFAULT);
+        if (g < 0) reject(&r, "corpus '%s' is damaged: %s/%s is not a group", path, group, d->name);
+        read_split(&r, g, d->name, "train", &d->train, &d->train_bytes, &d->train_docs);
+        read_split(&r, g, d->name, "valid", &d->valid, &d->valid_bytes, &d->valid_docs);
+        H5_CHECK(H5Gclose(g));
         if (d->train_bytes == 0)
             reject(&r, "domain '%s' in corpus '%s' has no train bytes", d->name, path);
     }
 
     H5_CHECK(H5Gclose(domains));
     H5_CHECK(H5Fclose(r.file));
+}
+
+void ladle_corpus_open(ladle_corpus *corpus, const char *path, MPI_Comm comm)
+{
+    ladle_corpus_open_group(corpus, path, "domains", comm);
 }
 
 void ladle_corpus_free(ladle_corpus *corpus)
@@ -186,17 +193,153 @@ void ladle_corpus_check_context(const ladle_corpus *corpus, const char *path, in
     }
 }
 
-void ladle_batch_train(const ladle_corpus *corpus, uint64_t seed, uint64_t step, int b_lo, int b_hi,
-                       int context, uint8_t *tokens, uint8_t *targets, int *domains)
+/* ---- mixtures ------------------------------------------------------------------ */
+
+/* Counter ranges of LADLE_STREAM_MIXTURE within one step: far apart, so no draw of
+ * one kind can reuse a counter of another for any k below 2^32. */
+#define MIX_SHUFFLE ((uint64_t)0)           /* + i: swap i of the partial shuffle */
+#define MIX_GAMMA ((uint64_t)1 << 40)       /* + 2 (j * MIX_ATTEMPTS + a) (+ 1): attempt a of gamma j */
+#define MIX_BOOST ((uint64_t)2 << 40)       /* + j: the U^(1/c) of gamma j when c < 1 */
+/* Marsaglia-Tsang accepts with probability >= 0.95 for shape >= 1: 64 rejections in a
+ * row happen with probability < 1e-83, but the bound keeps h a pure function of
+ * (seed, step) with no unbounded loop. */
+#define MIX_ATTEMPTS 64
+
+/* Uniform in (0, 1) with 53 bits: the logs below never see 0. */
+static double open_uniform(uint64_t seed, uint64_t step, uint64_t index)
+{
+    uint64_t r = ladle_rng_u64(seed, step, LADLE_STREAM_MIXTURE, index);
+    return ((double)(r >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+/* log of a Gamma(shape, 1) draw, shape >= 1 (Marsaglia and Tsang, 2000). In logs so
+ * that the c < 1 boost below cannot underflow. */
+static double log_gamma_draw(uint64_t seed, uint64_t step, uint64_t j, double shape)
+{
+    const double d = shape - 1.0 / 3.0, c = 1.0 / sqrt(9.0 * d);
+    for (uint64_t a = 0; a < MIX_ATTEMPTS; a++) {
+        uint64_t at = MIX_GAMMA + 2 * (j * MIX_ATTEMPTS + a);
+        double x = ladle_rng_normal(seed, step, LADLE_STREAM_MIXTURE, at);
+        double v = 1.0 + c * x;
+        if (v <= 0.0) continue;
+        v = v * v * v;
+        double u = open_uniform(seed, step, at + 1);
+        /* the cheap squeeze first, then the exact test */
+        if (u < 1.0 - 0.0331 * x * x * x * x || log(u) < 0.5 * x * x + d * (1.0 - v + log(v)))
+            return log(d * v);
+    }
+    return log(d);   /* unreachable in practice: d is near the mode */
+}
+
+void ladle_sample_mixture(uint64_t seed, uint64_t step, int k, int support, float concentration, float *h)
+{
+    LADLE_CHECK(k > 0, "mixture over %d domains", k);
+    LADLE_CHECK(concentration > 0.0f && isfinite(concentration), "Dirichlet concentration %g must be positive",
+                (double)concentration);
+    int s = support <= 0 || support >= k ? k : support;
+
+    /* the support: the first s entries of a partial Fisher-Yates shuffle of 0..k-1 */
+    int *idx = ladle_malloc((size_t)k * sizeof(int), "mixture support");
+    double *lg = ladle_malloc((size_t)s * sizeof(double), "mixture weights");
+    for (int i = 0; i < k; i++) idx[i] = i;
+    for (int i = 0; i < s; i++) {
+        int j = i + (int)ladle_rng_below(seed, step, LADLE_STREAM_MIXTURE, MIX_SHUFFLE + (uint64_t)i,
+                                         (uint64_t)(k - i));
+        int t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+    }
+
+    /* Dirichlet(c 1) = normalised independent Gamma(c) draws. For c < 1 the sampler
+     * needs shape >= 1: Gamma(c) = Gamma(c + 1) U^(1/c). */
+    double c = concentration, max = -INFINITY;
+    for (int j = 0; j < s; j++) {
+        if (c < 1.0)
+            lg[j] = log_gamma_draw(seed, step, (uint64_t)j, c + 1.0)
+                    + log(open_uniform(seed, step, MIX_BOOST + (uint64_t)j)) / c;
+        else
+            lg[j] = log_gamma_draw(seed, step, (uint64_t)j, c);
+        max = lg[j] > max ? lg[j] : max;
+    }
+    /* normalise from the largest: exp never overflows; a weight can underflow to 0 only
+     * when it is below ~1e-38 of the largest (tiny c) */
+    double sum = 0.0;
+    for (int j = 0; j < s; j++) sum += (lg[j] = exp(lg[j] - max));
+    for (int i = 0; i < k; i++) h[i] = 0.0f;
+    for (int j = 0; j < s; j++) h[idx[j]] = (float)(lg[j] / sum);
+    free(lg);
+    free(idx);
+}
+
+/* Cat(h) by inverting the cumulative sum; h need not sum exactly to 1 (u is scaled by
+ * the total). A u past the last boundary (rounding) picks the last domain with weight,
+ * and a zero weight is never picked. */
+static int draw_domain(const float *h, int k, float u)
+{
+    double total = 0.0;
+    int last = -1;
+    for (int i = 0; i < k; i++) {
+        total += h[i];
+        if (h[i] > 0.0f) last = i;
+    }
+    double target = (double)u * total, cum = 0.0;
+    for (int i = 0; i < k; i++) {
+        if (!(h[i] > 0.0f)) continue;
+        cum += h[i];
+        if (target < cum) return i;
+    }
+    return last;
+}
+
+/* floor(batch * h_i) for h normalised by its total, forgiving the float rounding of h:
+ * 0.7f is 0.69999999, and a batch of 10 at h = (0.7, 0.3) should allot 7 and 3, not 6
+ * and 3. The slack (a relative 5e-7) moves only values that close to an integer. */
+static int allot(int batch, float hi, double total)
+{
+    double x = (double)batch * (double)hi / total;
+    return (int)floor(x + x * 4.0 * FLT_EPSILON);
+}
+
+int ladle_mixture_domain(const float *h, int k, int batch, int b, ladle_sampling sampling,
+                         uint64_t seed, uint64_t step)
+{
+    LADLE_CHECK(k > 0 && 0 <= b && b < batch, "bad mixture draw: sequence %d of %d, %d domains", b, batch, k);
+    double total = 0.0;
+    for (int i = 0; i < k; i++) {
+        LADLE_CHECK(h[i] >= 0.0f && isfinite(h[i]), "domain weight h[%d] = %g is not a weight", i, (double)h[i]);
+        total += h[i];
+    }
+    LADLE_CHECK(total > 0.0, "domain weights h are all zero");
+
+    if (sampling == LADLE_SAMPLING_STRATIFIED) {
+        /* the fixed part: floor(batch h_i) sequences per domain, in domain order; the
+         * clamp is a guard: the slack in allot() adds up to a whole sequence only for
+         * batches over 2e6 */
+        int cum = 0;
+        for (int i = 0; i < k; i++) {
+            if (!(h[i] > 0.0f)) continue;
+            cum += allot(batch, h[i], total);
+            if (cum > batch) cum = batch;
+            if (b < cum) return i;
+        }
+    } else {
+        LADLE_CHECK(sampling == LADLE_SAMPLING_IID, "bad sampling %d", (int)sampling);
+    }
+    /* the rest (all of it for iid): domain ~ Cat(h) */
+    return draw_domain(h, k, ladle_rng_uniform(seed, step, LADLE_STREAM_DOMAIN, (uint64_t)b));
+}
+
+void ladle_batch_train(const ladle_corpus *corpus, const float *h, ladle_sampling sampling, int batch,
+                       uint64_t seed, uint64_t step, int b_lo, int b_hi, int context,
+                       uint8_t *tokens, uint8_t *targets, int *domains)
 {
     LADLE_CHECK(corpus->n_domains > 0, "empty corpus");
-    LADLE_CHECK(context > 0 && 0 <= b_lo && b_lo <= b_hi, "bad batch range [%d, %d) or context %d",
-                b_lo, b_hi, context);
+    LADLE_CHECK(context > 0 && 0 <= b_lo && b_lo <= b_hi && b_hi <= batch,
+                "bad batch range [%d, %d) of %d or context %d", b_lo, b_hi, batch, context);
     for (int b = b_lo; b < b_hi; b++) {
         /* b is the GLOBAL sequence number: the window does not depend on which rank
          * draws it or how the batch was split */
-        int d = (int)ladle_rng_below(seed, step, LADLE_STREAM_DOMAIN, (uint64_t)b,
-                                     (uint64_t)corpus->n_domains);
+        int d = ladle_mixture_domain(h, corpus->n_domains, batch, b, sampling, seed, step);
         const ladle_domain *dom = &corpus->domains[d];
         LADLE_CHECK(dom->train_bytes > (size_t)context,
                     "domain '%s' has %zu train bytes, too few for context %d (call ladle_corpus_check_context)",

@@ -4,9 +4,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-void ladle_eval_domains(const ladle_model *model, const float *params, ladle_activations *acts,
-                        const ladle_corpus *corpus, int max_windows, ladle_eval_result *results,
-                        MPI_Comm comm)
+void ladle_eval_domain(const ladle_model *model, const float *params, ladle_activations *acts,
+                       const ladle_domain *domain, int max_windows, ladle_eval_result *r, MPI_Comm comm)
 {
     int rank = 0, size = 1;
     MPI_CHECK(MPI_Comm_rank(comm, &rank));
@@ -14,26 +13,29 @@ void ladle_eval_domains(const ladle_model *model, const float *params, ladle_act
     const int T = model->context, chunk = acts->B;
     uint8_t *tokens = ladle_malloc((size_t)chunk * T, "eval tokens");
     uint8_t *targets = ladle_malloc((size_t)chunk * T, "eval targets");
-    for (int d = 0; d < corpus->n_domains; d++) {
-        const ladle_domain *dom = &corpus->domains[d];
-        int n = ladle_valid_windows(dom, T, max_windows);
-        int lo = (int)((long)n * rank / size), hi = (int)((long)n * (rank + 1) / size);
-        double sum = 0.0;
-        for (int w = lo; w < hi; w += chunk) {
-            int end = w + chunk < hi ? w + chunk : hi;
-            ladle_batch_valid(dom, T, n, w, end, tokens, targets);
-            sum += ladle_model_forward(model, params, acts, tokens, targets, end - w);
-        }
-        double total = 0.0;
-        MPI_CHECK(MPI_Allreduce(&sum, &total, 1, MPI_DOUBLE, MPI_SUM, comm));
-        ladle_eval_result *r = &results[d];
-        snprintf(r->domain, sizeof r->domain, "%s", dom->name);
-        r->windows = n;
-        r->loss = n > 0 ? total / ((double)n * T) : NAN;
-        r->bpb = r->loss / log(2.0);
+    int n = ladle_valid_windows(domain, T, max_windows);
+    int lo = (int)((long)n * rank / size), hi = (int)((long)n * (rank + 1) / size);
+    double sum = 0.0, total = 0.0;
+    for (int w = lo; w < hi; w += chunk) {
+        int end = w + chunk < hi ? w + chunk : hi;
+        ladle_batch_valid(domain, T, n, w, end, tokens, targets);
+        sum += ladle_model_forward(model, params, acts, tokens, targets, end - w);
     }
+    MPI_CHECK(MPI_Allreduce(&sum, &total, 1, MPI_DOUBLE, MPI_SUM, comm));
+    snprintf(r->domain, sizeof r->domain, "%s", domain->name);
+    r->windows = n;
+    r->loss = n > 0 ? total / ((double)n * T) : NAN;
+    r->bpb = r->loss / log(2.0);
     free(tokens);
     free(targets);
+}
+
+void ladle_eval_domains(const ladle_model *model, const float *params, ladle_activations *acts,
+                        const ladle_corpus *corpus, int max_windows, ladle_eval_result *results,
+                        MPI_Comm comm)
+{
+    for (int d = 0; d < corpus->n_domains; d++)
+        ladle_eval_domain(model, params, acts, &corpus->domains[d], max_windows, &results[d], comm);
 }
 
 void ladle_eval_print_table(FILE *out, const ladle_eval_result *results, int n)

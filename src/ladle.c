@@ -5,6 +5,7 @@
 #include "ladle/eval.h"
 #include "ladle/generate.h"
 #include "ladle/prep.h"
+#include "ladle/specialize.h"
 #include "ladle/train.h"
 
 #include <blis.h>
@@ -28,6 +29,7 @@ static const char *USAGE =
     "  train     train a model (under mpiexec):  ladle train [CONFIG] [key=value ...] [--force]\n"
     "  eval      per-domain bits per byte:       ladle eval MODEL.h5 --corpus CORPUS.h5 [--json]\n"
     "  generate  sample text from a model:       ladle generate MODEL.h5 --prompt TEXT [--bytes N]\n"
+    "  instantiate  a soup's specialist:         ladle instantiate SOUP.h5 -o MODEL.h5 --weights NAME=W,... | --like FILE...\n"
     "  keys      list every configuration key with its default\n"
     "\n"
     "options: --help, --version. 'ladle COMMAND --help' describes a command.\n"
@@ -93,7 +95,7 @@ static int cmd_prep(int argc, char **argv)
 {
     if (world_size() > 1) ladle_usage_error("'ladle prep' runs as one process: run it without mpiexec");
     const char *out = NULL;
-    ladle_prep_options opt = {0.05, 1, 0, 0};
+    ladle_prep_options opt = {.valid_fraction = 0.05, .seed = 1};
     ladle_prep_domain *domains = ladle_calloc((size_t)argc, sizeof *domains, "domain list");
     int n = 0;
     for (int i = 0; i < argc; i++) {
@@ -101,8 +103,12 @@ static int cmd_prep(int argc, char **argv)
         if (!strcmp(a, "--help")) {
             printf("usage: ladle prep -o CORPUS.h5 --domain NAME=PATH[,PATH...] [--domain ...]\n"
                    "                  [--valid-fraction F] [--seed S] [--max-doc-bytes N] [--max-domain-bytes N]\n"
+                   "                  [--clusters K [--embed-ngram N] [--embed-buckets N] [--embed-dim D]]\n"
                    "Each file under a PATH (directories recursively, .gz/.dz decompressed) is one document;\n"
-                   "documents go to the valid split with probability F (default 0.05).\n");
+                   "documents go to the valid split with probability F (default 0.05).\n"
+                   "--clusters K: the training domains become K k-means clusters of all the documents\n"
+                   "(embedded as hashed byte 1..N-grams, default N 3, in 4096 buckets, projected to D = 64\n"
+                   "dimensions); the named domains are kept under /sources for evaluation.\n");
             return 0;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = need_value(argc, argv, &i);
         else if (!strcmp(a, "--domain")) {
@@ -121,10 +127,20 @@ static int cmd_prep(int argc, char **argv)
         else if (!strcmp(a, "--seed")) opt.seed = (unsigned long)parse_long(a, need_value(argc, argv, &i), 0);
         else if (!strcmp(a, "--max-doc-bytes")) opt.max_doc_bytes = (size_t)parse_long(a, need_value(argc, argv, &i), 0);
         else if (!strcmp(a, "--max-domain-bytes")) opt.max_domain_bytes = (size_t)parse_long(a, need_value(argc, argv, &i), 0);
+        else if (!strcmp(a, "--clusters") || !strcmp(a, "--embed-ngram") || !strcmp(a, "--embed-buckets")
+                 || !strcmp(a, "--embed-dim")) {
+            long v = parse_long(a, need_value(argc, argv, &i), 1);
+            /* ints: anything this large is a typo (prep checks the real ranges) */
+            if (v > (1L << 24)) ladle_usage_error("%s %ld: too large", a, v);
+            *(!strcmp(a, "--clusters") ? &opt.clusters : !strcmp(a, "--embed-ngram") ? &opt.embed_ngram
+              : !strcmp(a, "--embed-buckets") ? &opt.embed_buckets : &opt.embed_dim) = (int)v;
+        }
         else ladle_usage_error("prep: unknown argument '%s' (see 'ladle prep --help')", a);
     }
     if (!out) ladle_usage_error("prep: no output file (-o CORPUS.h5)");
     if (n == 0) ladle_usage_error("prep: no domains (--domain NAME=PATH[,PATH...])");
+    if (!opt.clusters && (opt.embed_ngram || opt.embed_buckets || opt.embed_dim))
+        ladle_usage_error("prep: --embed-ngram, --embed-buckets and --embed-dim only apply with --clusters K");
     ladle_prep(out, domains, n, &opt, stdout);
     for (int i = 0; i < n; i++) free(domains[i].paths);
     free(domains);
@@ -170,21 +186,51 @@ static int cmd_train(int argc, char **argv)
     return ladle_train_run(&cfg, MPI_COMM_WORLD);
 }
 
-/* ---- eval / generate --------------------------------------------------------------- */
+/* ---- eval / generate / instantiate ------------------------------------------------- */
+
+/* Domain weights for a soup: --weights NAME=W,... or the uniform (generic) mixture. */
+static float *soup_weights(const ladle_ckpt_loaded *m, const char *spec)
+{
+    float *h = ladle_calloc((size_t)(m->n_domains > 0 ? m->n_domains : 1), sizeof(float), "domain weights");
+    if (spec) ladle_weights_parse(m, spec, h);
+    else for (int d = 0; d < m->n_domains; d++) h[d] = 1.0f / (float)m->n_domains;
+    return h;
+}
+
+/* The full parameters of any model file: a soup is merged at --weights (default uniform). */
+static float *load_theta(const char *path, const char *weights, ladle_ckpt_loaded *m)
+{
+    ladle_ckpt_load(path, MPI_COMM_WORLD, m);
+    if (m->soup.n == 0) {
+        if (weights) ladle_usage_error("--weights: '%s' is a %s model, not a soup", path, m->kind);
+        return ladle_ckpt_gather_theta(m, NULL, NULL);
+    }
+    float *h = soup_weights(m, weights);
+    float *theta = ladle_ckpt_gather_theta(m, h, NULL);
+    if (world_rank() == 0) {
+        printf("soup %s at h = ", path);
+        ladle_weights_print(stdout, m, h, 8);
+        printf("%s\n", weights ? "" : " (uniform: the generic model)");
+    }
+    free(h);
+    return theta;
+}
 
 static int cmd_eval(int argc, char **argv)
 {
-    const char *model_path = NULL, *corpus_path = NULL;
+    const char *model_path = NULL, *corpus_path = NULL, *weights = NULL;
     int json = 0, windows = 64, batch = 8;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help")) {
             if (world_rank() == 0)
-                printf("usage: ladle eval MODEL.h5 --corpus CORPUS.h5 [--json] [--windows N] [--batch N]\n"
+                printf("usage: ladle eval MODEL.h5 --corpus CORPUS.h5 [--weights NAME=W,...] [--json] [--windows N] [--batch N]\n"
                        "Loss on every domain's valid split (N windows of the model's context per domain), in bits\n"
-                       "per byte. Runs under mpiexec too: windows are split across ranks.\n");
+                       "per byte. A soup is evaluated at --weights (default: uniform). Runs under mpiexec too:\n"
+                       "windows are split across ranks.\n");
             return 0;
         } else if (!strcmp(a, "--corpus")) corpus_path = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--weights")) weights = need_value(argc, argv, &i);
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--windows")) windows = (int)parse_long(a, need_value(argc, argv, &i), 1);
         else if (!strcmp(a, "--batch")) batch = (int)parse_long(a, need_value(argc, argv, &i), 1);
@@ -193,36 +239,33 @@ static int cmd_eval(int argc, char **argv)
         else ladle_usage_error("eval: unexpected argument '%s'", a);
     }
     if (!model_path || !corpus_path) ladle_usage_error("eval: usage: ladle eval MODEL.h5 --corpus CORPUS.h5");
-    ladle_config cfg;
-    ladle_model model;
-    float *params = NULL;
-    long step = 0;
-    ladle_ckpt_load_model(model_path, &cfg, &model, &params, &step, MPI_COMM_WORLD);
+    ladle_ckpt_loaded m;
+    float *params = load_theta(model_path, weights, &m);
     ladle_corpus corpus;
     ladle_corpus_open(&corpus, corpus_path, MPI_COMM_WORLD);
-    ladle_corpus_check_context(&corpus, corpus_path, model.context);
+    ladle_corpus_check_context(&corpus, corpus_path, m.model.context);
     ladle_activations acts;
-    ladle_activations_create(&acts, &model, batch);
+    ladle_activations_create(&acts, &m.model, batch);
     ladle_eval_result *results = ladle_calloc((size_t)corpus.n_domains, sizeof *results, "eval results");
-    ladle_eval_domains(&model, params, &acts, &corpus, windows, results, MPI_COMM_WORLD);
+    ladle_eval_domains(&m.model, params, &acts, &corpus, windows, results, MPI_COMM_WORLD);
     if (world_rank() == 0) {
         if (json) ladle_eval_print_json(stdout, results, corpus.n_domains);
         else {
-            printf("model %s (step %ld) on %s\n", model_path, step, corpus_path);
+            printf("model %s (%s, step %ld) on %s\n", model_path, m.kind, m.step, corpus_path);
             ladle_eval_print_table(stdout, results, corpus.n_domains);
         }
     }
     free(results);
     ladle_activations_free(&acts);
     ladle_corpus_free(&corpus);
-    ladle_model_free(&model);
+    ladle_ckpt_loaded_free(&m);
     free(params);
     return 0;
 }
 
 static int cmd_generate(int argc, char **argv)
 {
-    const char *model_path = NULL, *prompt = "";
+    const char *model_path = NULL, *prompt = "", *weights = NULL;
     int n_bytes = 256;
     double temperature = 0.8;
     long seed = 1;
@@ -230,9 +273,11 @@ static int cmd_generate(int argc, char **argv)
         const char *a = argv[i];
         if (!strcmp(a, "--help")) {
             if (world_rank() == 0)
-                printf("usage: ladle generate MODEL.h5 [--prompt TEXT] [--bytes N] [--temperature T] [--seed S]\n");
+                printf("usage: ladle generate MODEL.h5 [--prompt TEXT] [--bytes N] [--temperature T] [--seed S]\n"
+                       "                      [--weights NAME=W,...]   (a soup: the mixture to generate from)\n");
             return 0;
         } else if (!strcmp(a, "--prompt")) prompt = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--weights")) weights = need_value(argc, argv, &i);
         else if (!strcmp(a, "--bytes")) n_bytes = (int)parse_long(a, need_value(argc, argv, &i), 0);
         else if (!strcmp(a, "--temperature")) temperature = parse_double(a, need_value(argc, argv, &i), 0, 100);
         else if (!strcmp(a, "--seed")) seed = parse_long(a, need_value(argc, argv, &i), 0);
@@ -241,14 +286,67 @@ static int cmd_generate(int argc, char **argv)
         else ladle_usage_error("generate: unexpected argument '%s'", a);
     }
     if (!model_path) ladle_usage_error("generate: usage: ladle generate MODEL.h5 --prompt TEXT");
-    ladle_config cfg;
-    ladle_model model;
-    float *params = NULL;
-    long step = 0;
-    ladle_ckpt_load_model(model_path, &cfg, &model, &params, &step, MPI_COMM_WORLD);
-    if (world_rank() == 0) ladle_generate(&model, params, prompt, n_bytes, (float)temperature, (uint64_t)seed, stdout);
-    ladle_model_free(&model);
+    ladle_ckpt_loaded m;
+    float *params = load_theta(model_path, weights, &m);
+    if (world_rank() == 0) ladle_generate(&m.model, params, prompt, n_bytes, (float)temperature, (uint64_t)seed, stdout);
+    ladle_ckpt_loaded_free(&m);
     free(params);
+    return 0;
+}
+
+static int cmd_instantiate(int argc, char **argv)
+{
+    const char *soup_path = NULL, *out = NULL, *weights = NULL, *corpus = NULL;
+    char **like = ladle_calloc((size_t)argc + 1, sizeof(char *), "example files");
+    int n_like = 0, in_like = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help")) {
+            if (world_rank() == 0)
+                printf("usage: ladle instantiate SOUP.h5 -o MODEL.h5 --weights NAME=W,...\n"
+                       "       ladle instantiate SOUP.h5 -o MODEL.h5 --like FILE... [--corpus CORPUS.h5]\n"
+                       "Writes the dense model Theta(h) = S + sum_j alpha_j(h) E_j. --weights names domains of the\n"
+                       "soup (normalised); --like embeds the example files and uses the histogram of their nearest\n"
+                       "clusters (the clusters of --corpus, default the soup's training corpus). Under mpiexec each\n"
+                       "rank merges its slice and the file is written collectively.\n");
+            free(like);
+            return 0;
+        }
+        if (!strcmp(a, "-o") || !strcmp(a, "--output")) { out = need_value(argc, argv, &i); in_like = 0; }
+        else if (!strcmp(a, "--weights")) { weights = need_value(argc, argv, &i); in_like = 0; }
+        else if (!strcmp(a, "--corpus")) { corpus = need_value(argc, argv, &i); in_like = 0; }
+        else if (!strcmp(a, "--like")) in_like = 1;
+        else if (a[0] == '-') ladle_usage_error("instantiate: unknown option '%s'", a);
+        else if (in_like) like[n_like++] = argv[i];
+        else if (!soup_path) soup_path = a;
+        else ladle_usage_error("instantiate: unexpected argument '%s'", a);
+    }
+    if (!soup_path || !out) ladle_usage_error("instantiate: usage: ladle instantiate SOUP.h5 -o MODEL.h5 --weights ...");
+    if (!weights == !n_like) ladle_usage_error("instantiate: give exactly one of --weights NAME=W,... and --like FILE...");
+    double start = MPI_Wtime();
+    ladle_ckpt_loaded m;
+    ladle_ckpt_load(soup_path, MPI_COMM_WORLD, &m);
+    if (m.soup.n == 0) ladle_usage_error("instantiate: '%s' is a %s model, not a soup (soup.experts = 0)", soup_path, m.kind);
+    double loaded = MPI_Wtime();
+    float *h = ladle_calloc((size_t)m.n_domains, sizeof(float), "domain weights");
+    if (weights) ladle_weights_parse(&m, weights, h);
+    else ladle_weights_like(&m, corpus ? corpus : m.cfg.corpus, like, n_like, h);
+    float *alpha = ladle_calloc((size_t)m.soup.n, sizeof(float), "coefficients");
+    double t0 = MPI_Wtime();
+    ladle_instantiate(&m, soup_path, h, out, alpha);
+    double t1 = MPI_Wtime();
+    if (world_rank() == 0) {
+        printf("h: ");
+        ladle_weights_print(stdout, &m, h, 8);
+        printf("\nalpha:");
+        for (int j = 0; j < m.soup.n && j < 16; j++) printf(" %.4f", alpha[j]);
+        printf("%s\nwrote %s: instantiated in %.1f ms (merge and write; loading the soup took %.1f ms)\n",
+               m.soup.n > 16 ? " ..." : "", out, 1e3 * (t1 - t0), 1e3 * (loaded - start));
+    }
+    free(h);
+    free(alpha);
+    free(like);
+    ladle_ckpt_loaded_free(&m);
     return 0;
 }
 
@@ -273,6 +371,7 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "train")) rc = cmd_train(argc - 2, argv + 2);
     else if (!strcmp(cmd, "eval")) rc = cmd_eval(argc - 2, argv + 2);
     else if (!strcmp(cmd, "generate")) rc = cmd_generate(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "instantiate")) rc = cmd_instantiate(argc - 2, argv + 2);
     else if (!strcmp(cmd, "keys")) {
         if (world_rank() == 0) ladle_config_print_keys(stdout);
     } else ladle_usage_error("unknown command '%s' (see 'ladle --help')", cmd);

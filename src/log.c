@@ -64,11 +64,11 @@ void ladle_log_step(ladle_log *log, const ladle_step_stats *s, int print)
 {
     if (log->rank != 0) return;
     fprintf(log->metrics,
-            "{\"step\": %ld, \"loss\": %.7g, \"lr\": %.6g, \"grad_norm\": %.6g, \"ms\": %.3f, "
-            "\"tokens_per_s\": %.1f, \"mfu\": %.4f, \"ms_gather\": %.3f, \"ms_compute\": %.3f, "
-            "\"ms_reduce\": %.3f, \"ms_optim\": %.3f}\n",
+            "{\"step\": %ld, \"loss\": %.9g, \"lr\": %.6g, \"grad_norm\": %.6g, \"ms\": %.3f, "
+            "\"tokens_per_s\": %.1f, \"mfu\": %.4f, \"ms_merge\": %.3f, \"ms_gather\": %.3f, "
+            "\"ms_compute\": %.3f, \"ms_reduce\": %.3f, \"ms_optim\": %.3f}\n",
             s->step, s->loss, s->lr, s->grad_norm, s->ms, s->tokens_per_s, s->mfu,
-            s->ms_gather, s->ms_compute, s->ms_reduce, s->ms_optim);
+            s->ms_merge, s->ms_gather, s->ms_compute, s->ms_reduce, s->ms_optim);
     fflush(log->metrics);
     if (!print) return;
     char eta[32];
@@ -78,10 +78,15 @@ void ladle_log_step(ladle_log *log, const ladle_step_stats *s, int print)
     fflush(stdout);
 }
 
-void ladle_log_eval(ladle_log *log, long step, const char *domain, double valid_loss)
+void ladle_log_eval(ladle_log *log, long step, const char *domain, double valid_loss, double specialist_loss)
 {
     if (log->rank != 0) return;
-    fprintf(log->metrics, "{\"step\": %ld, \"domain\": \"%s\", \"valid_loss\": %.7g, \"valid_bpb\": %.7g}\n",
-            step, domain, valid_loss, valid_loss / 0.6931471805599453);
+    const double ln2 = 0.6931471805599453;
+    fprintf(log->metrics, "{\"step\": %ld, \"domain\": \"%s\", \"valid_loss\": %.7g, \"valid_bpb\": %.7g",
+            step, domain, valid_loss, valid_loss / ln2);
+    if (specialist_loss >= 0)
+        fprintf(log->metrics, ", \"specialist_loss\": %.7g, \"specialist_bpb\": %.7g", specialist_loss,
+                specialist_loss / ln2);
+    fprintf(log->metrics, "}\n");
     fflush(log->metrics);
 }

@@ -21,15 +21,15 @@ float ladle_clip_factor(const ladle_config *cfg, double norm)
     return factor < 1.0 ? (float)factor : 1.0f;
 }
 
-void ladle_adamw_update(const ladle_model *model, const ladle_config *cfg, float *param,
+void ladle_adamw_update(const ladle_tensor *tensors, int n_tensors, const ladle_config *cfg, float *param,
                         const float *grad, float *m, float *v, size_t lo, size_t hi, long t,
                         float lr, float grad_factor)
 {
     const float b1 = cfg->beta1, b2 = cfg->beta2, eps = cfg->eps;
     const float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);
     /* walk the tensors that intersect the slice: weight decay is per tensor */
-    for (int ti = 0; ti < model->n_tensors; ti++) {
-        const ladle_tensor *tensor = &model->tensors[ti];
+    for (int ti = 0; ti < n_tensors; ti++) {
+        const ladle_tensor *tensor = &tensors[ti];
         size_t a = tensor->offset > lo ? tensor->offset : lo;
         size_t b = tensor->offset + tensor->size < hi ? tensor->offset + tensor->size : hi;
         if (a >= b) continue;

@@ -23,13 +23,18 @@
  * then counts in both splits' document counts.
  *
  * Each domain is held in memory once (its two splits) while it is read, then written;
- * the next domain reuses the buffers. */
+ * the next domain reuses the buffers.
+ *
+ * With --clusters K (see prep.h) every source domain is kept in memory instead, with the
+ * embeddings of its documents (dim floats each), until the clusters are written; one
+ * cluster's splits are assembled at a time. */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
 
 #include "ladle/prep.h"
 #include "ladle/data.h"
+#include "ladle/embed.h"
 #include "ladle/error.h"
 #include "ladle/h5io.h"
 #include "ladle/rng.h"
@@ -381,6 +386,285 @@ static void write_domain(hid_t domains_group, domain_walk *w, const ladle_prep_d
     H5_CHECK(H5Gclose(group));
 }
 
+/* ---- clusters (--clusters K) ------------------------------------------------- */
+
+#define KMEANS_MAX_ITERS 100
+
+/* Everything clustering needs: the source domains kept whole, the embeddings of their
+ * documents (train rows and valid rows, each in source then document order), and what
+ * the report shows. */
+typedef struct {
+    int k, n_src;
+    const char **names;              /* source names, sorted */
+    split_buf *train, *valid;        /* per source; starts hold docs + 1 offsets */
+    ladle_embedder embedder;
+    float *train_x, *valid_x;        /* [rows x dim] */
+    size_t n_train, n_valid, train_cap, valid_cap;
+    int *train_assign, *valid_assign;
+    float *centroids;                /* [k x dim] */
+    /* per cluster, after the fix-ups */
+    size_t *stats;                   /* [k x 4]: train docs, train bytes, valid docs, valid bytes */
+    size_t *docs_by_src;             /* [k x n_src]: documents (both splits) from each source */
+} clustering;
+
+/* Embed the documents of one written split (offsets closed) into rows at *rows. */
+static void embed_split(clustering *c, const split_buf *s, float **x, size_t *rows, size_t *cap)
+{
+    int dim = c->embedder.params.dim;
+    *x = grow(*x, cap, *rows + s->docs, (size_t)dim * sizeof(float), "document embeddings");
+    const uint8_t **docs = ladle_malloc((s->docs ? s->docs : 1) * sizeof *docs, "document list");
+    size_t *lens = ladle_malloc((s->docs ? s->docs : 1) * sizeof *lens, "document list");
+    for (size_t i = 0; i < s->docs; i++) {
+        docs[i] = s->data + s->starts[i];
+        lens[i] = (size_t)(s->starts[i + 1] - s->starts[i]);
+    }
+    ladle_embed_batch(&c->embedder, docs, lens, s->docs, *x + *rows * (size_t)dim);
+    *rows += s->docs;
+    free(lens);
+    free(docs);
+}
+
+/* Keep a source domain just written (its buffers move here) and embed its documents. */
+static void keep_source(clustering *c, int i, domain_walk *w)
+{
+    c->train[i] = w->train;
+    c->valid[i] = w->valid;
+    memset(&w->train, 0, sizeof w->train);
+    memset(&w->valid, 0, sizeof w->valid);
+    embed_split(c, &c->train[i], &c->train_x, &c->n_train, &c->train_cap);
+    embed_split(c, &c->valid[i], &c->valid_x, &c->n_valid, &c->valid_cap);
+}
+
+static double dot(const float *a, const float *b, int d)
+{
+    double s = 0;
+    for (int i = 0; i < d; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+static void write_labels(hid_t group, const char *name, const uint16_t *labels, size_t n)
+{
+    write_vector(group, name, H5T_STD_U16LE, H5T_NATIVE_UINT16, labels, n);
+}
+
+/* Source names as a 1-D array of variable-length UTF-8 strings (h5py: array of str). */
+static void write_names_attr(hid_t obj, const char *name, const char **values, int n)
+{
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5_CHECK(type);
+    H5_CHECK(H5Tset_size(type, H5T_VARIABLE));
+    H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8));
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t space = H5Screate_simple(1, dims, NULL);
+    H5_CHECK(space);
+    hid_t attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    H5_CHECK(attr);
+    H5_CHECK(H5Awrite(attr, type, values));
+    H5_CHECK(H5Aclose(attr));
+    H5_CHECK(H5Sclose(space));
+    H5_CHECK(H5Tclose(type));
+}
+
+/* "c" and j zero-padded to the number of digits of k - 1: names sort as numbers. */
+static void cluster_name(char name[16], int j, int k)
+{
+    char digits[12], last[12];
+    int n = snprintf(digits, sizeof digits, "%d", j);
+    int width = snprintf(last, sizeof last, "%d", k - 1);
+    int at = 0;
+    name[at++] = 'c';
+    for (int i = n; i < width; i++) name[at++] = '0';
+    memcpy(name + at, digits, (size_t)n + 1);
+}
+
+/* k-means on the train embeddings, valid documents to their nearest centroid, then the
+ * K cluster domains under /domains and /clusters. */
+static void write_clusters(clustering *c, domain_walk *w, hid_t file, uint64_t seed)
+{
+    int k = c->k, dim = c->embedder.params.dim;
+    if ((size_t)k > c->n_train)
+        input_error(w, "--clusters %d is more than the %zu train documents of all domains: use at most %zu clusters",
+                    k, c->n_train, c->n_train);
+    c->centroids = ladle_malloc((size_t)k * (size_t)dim * sizeof(float), "cluster centroids");
+    c->train_assign = ladle_malloc(c->n_train * sizeof(int), "cluster assignments");
+    c->valid_assign = ladle_malloc((c->n_valid ? c->n_valid : 1) * sizeof(int), "cluster assignments");
+    ladle_kmeans(c->train_x, c->n_train, dim, k, seed, KMEANS_MAX_ITERS, c->centroids, c->train_assign);
+    ladle_nearest_centroids(c->centroids, k, dim, c->valid_x, c->n_valid, c->valid_assign, NULL);
+
+    /* a cluster without valid documents lends it the train document nearest its centroid */
+    size_t *valid_count = ladle_calloc((size_t)k, sizeof(size_t), "cluster counts");
+    size_t *train_count = ladle_calloc((size_t)k, sizeof(size_t), "cluster counts");
+    size_t *lend = ladle_malloc((size_t)k * sizeof(size_t), "cluster loans");
+    double *lend_sim = ladle_malloc((size_t)k * sizeof(double), "cluster loans");
+    for (size_t i = 0; i < c->n_valid; i++) valid_count[c->valid_assign[i]]++;
+    for (size_t i = 0; i < c->n_train; i++) train_count[c->train_assign[i]]++;
+    for (int j = 0; j < k; j++) lend[j] = SIZE_MAX;
+    for (size_t i = 0; i < c->n_train; i++) {
+        int j = c->train_assign[i];
+        if (valid_count[j] || train_count[j] < 2) continue;
+        double sim = dot(c->train_x + i * (size_t)dim, c->centroids + (size_t)j * dim, dim);
+        if (lend[j] == SIZE_MAX || sim > lend_sim[j]) { lend[j] = i; lend_sim[j] = sim; }
+    }
+
+    hid_t gcpl = ladle_h5_untimed_group_props();
+    hid_t domains = H5Gcreate2(file, "domains", H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    H5_CHECK(domains);
+    H5_CHECK(H5Pclose(gcpl));
+    uint16_t *train_labels = ladle_malloc((c->n_train + 1) * sizeof(uint16_t), "cluster labels");
+    uint16_t *valid_labels = ladle_malloc((c->n_valid + 2) * sizeof(uint16_t), "cluster labels");
+    c->stats = ladle_calloc((size_t)k * 4, sizeof(size_t), "cluster report");
+    c->docs_by_src = ladle_calloc((size_t)k * (size_t)c->n_src, sizeof(size_t), "cluster report");
+    split_buf train = {0}, valid = {0};
+    for (int j = 0; j < k; j++) {
+        train.bytes = train.docs = valid.bytes = valid.docs = 0;
+        size_t nt = 0, nv = 0, row_t = 0, row_v = 0;
+        for (int s = 0; s < c->n_src; s++) {
+            const split_buf *st = &c->train[s], *sv = &c->valid[s];
+            for (size_t d = 0; d < st->docs; d++, row_t++) {
+                if (c->train_assign[row_t] != j) continue;
+                const uint8_t *text = st->data + st->starts[d];
+                size_t len = (size_t)(st->starts[d + 1] - st->starts[d]);
+                if (row_t == lend[j]) {
+                    split_append(&valid, text, len);
+                    valid_labels[nv++] = (uint16_t)s;
+                } else {
+                    split_append(&train, text, len);
+                    train_labels[nt++] = (uint16_t)s;
+                }
+            }
+            for (size_t d = 0; d < sv->docs; d++, row_v++) {
+                if (c->valid_assign[row_v] != j) continue;
+                split_append(&valid, sv->data + sv->starts[d], (size_t)(sv->starts[d + 1] - sv->starts[d]));
+                valid_labels[nv++] = (uint16_t)s;
+            }
+        }
+        char name[16];
+        cluster_name(name, j, k);
+        size_t documents = nt + nv;
+        for (size_t i = 0; i < nt; i++) c->docs_by_src[(size_t)j * c->n_src + train_labels[i]]++;
+        for (size_t i = 0; i < nv; i++) c->docs_by_src[(size_t)j * c->n_src + valid_labels[i]]++;
+        if (nv == 0) {
+            /* one train document and nothing else: cut it, as a one-document domain is */
+            size_t n = train.bytes;
+            if (n < 2)
+                input_error(w, "cluster %s holds one document of %zu byte: it cannot be split into train and "
+                            "valid; use fewer --clusters", name, n);
+            size_t cut = (size_t)((1.0 - w->opt->valid_fraction) * (double)n);
+            if (cut < 1) cut = 1;
+            if (cut > n - 1) cut = n - 1;
+            split_append(&valid, train.data + cut, n - cut);
+            train.bytes = cut;
+            valid_labels[nv++] = train_labels[0];
+        }
+
+        gcpl = ladle_h5_untimed_group_props();
+        hid_t group = H5Gcreate2(domains, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        H5_CHECK(group);
+        H5_CHECK(H5Pclose(gcpl));
+        size_t *st = c->stats + (size_t)j * 4;
+        st[0] = train.docs; st[1] = train.bytes; st[2] = valid.docs; st[3] = valid.bytes;
+        write_split(group, "train", &train);
+        write_split(group, "valid", &valid);
+        write_labels(group, "train_labels", train_labels, nt);
+        write_labels(group, "valid_labels", valid_labels, nv);
+        char source[64];
+        snprintf(source, sizeof source, "cluster %d of %d", j, k);
+        ladle_h5_write_string_attr(group, "source", source);
+        write_u64_attr(group, "documents", documents);
+        write_u64_attr(group, "train_docs", nt);
+        write_u64_attr(group, "valid_docs", nv);
+        H5_CHECK(H5Gclose(group));
+    }
+    H5_CHECK(H5Gclose(domains));
+
+    ladle_clusters cl = {k, c->embedder, c->centroids};
+    ladle_clusters_write(file, &cl);
+
+    free(train.data);
+    free(train.starts);
+    free(valid.data);
+    free(valid.starts);
+    free(train_labels);
+    free(valid_labels);
+    free(lend_sim);
+    free(lend);
+    free(train_count);
+    free(valid_count);
+}
+
+/* The two largest entries of v[n] (v[stride*i]), as indices; -1 when absent or zero. */
+static void top_entries(const size_t *v, size_t stride, int n, int *top, int want)
+{
+    for (int t = 0; t < want; t++) {
+        top[t] = -1;
+        for (int i = 0; i < n; i++) {
+            int taken = 0;
+            for (int u = 0; u < t; u++) taken |= top[u] == i;
+            if (!taken && v[(size_t)i * stride] && (top[t] < 0 || v[(size_t)i * stride] > v[(size_t)top[t] * stride]))
+                top[t] = i;
+        }
+    }
+}
+
+static void report_clusters(const clustering *c, FILE *report)
+{
+    int k = c->k;
+    char name[16];
+    const ladle_embed_params *p = &c->embedder.params;
+    fprintf(report, "\nclusters: spherical k-means of %zu train documents into %d (embedding: byte 1..%d-grams, "
+            "%d buckets, dim %d)\n", c->n_train, k, p->ngram, p->buckets, p->dim);
+    fprintf(report, "%-24s %10s %13s %10s %13s  %s\n", "cluster", "train docs", "train bytes", "valid docs",
+            "valid bytes", "top sources (share of its documents)");
+    for (int j = 0; j < k; j++) {
+        const size_t *st = c->stats + (size_t)j * 4;
+        const size_t *by = c->docs_by_src + (size_t)j * c->n_src;
+        size_t total = 0;
+        for (int s = 0; s < c->n_src; s++) total += by[s];
+        int top[2];
+        top_entries(by, 1, c->n_src, top, 2);
+        cluster_name(name, j, k);
+        fprintf(report, "%-24s %10zu %13zu %10zu %13zu ", name, st[0], st[1], st[2], st[3]);
+        for (int t = 0; t < 2 && top[t] >= 0; t++)
+            fprintf(report, "%s %s %.1f%%", t ? "," : "", c->names[top[t]], 100.0 * (double)by[top[t]] / (double)total);
+        fputc('\n', report);
+    }
+    fprintf(report, "%-24s  %s\n", "source", "top clusters (share of its documents)");
+    for (int s = 0; s < c->n_src; s++) {
+        size_t total = 0;
+        for (int j = 0; j < k; j++) total += c->docs_by_src[(size_t)j * c->n_src + s];
+        int top[3];
+        top_entries(c->docs_by_src + s, (size_t)c->n_src, k, top, 3);
+        fprintf(report, "%-24s ", c->names[s]);
+        for (int t = 0; t < 3 && top[t] >= 0; t++) {
+            cluster_name(name, top[t], k);
+            fprintf(report, "%s %s %.1f%%", t ? "," : "", name,
+                    100.0 * (double)c->docs_by_src[(size_t)top[t] * c->n_src + s] / (double)total);
+        }
+        fputc('\n', report);
+    }
+}
+
+static void clustering_free(clustering *c)
+{
+    for (int i = 0; i < c->n_src; i++) {
+        free(c->train[i].data);
+        free(c->train[i].starts);
+        free(c->valid[i].data);
+        free(c->valid[i].starts);
+    }
+    free(c->train);
+    free(c->valid);
+    free(c->names);
+    ladle_embedder_free(&c->embedder);
+    free(c->train_x);
+    free(c->valid_x);
+    free(c->train_assign);
+    free(c->valid_assign);
+    free(c->centroids);
+    free(c->stats);
+    free(c->docs_by_src);
+}
+
 /* ---- the command ------------------------------------------------------------ */
 
 static int by_domain_name(const void *a, const void *b)
@@ -394,6 +678,10 @@ void ladle_prep(const char *out_path, const ladle_prep_domain *domains, int n_do
     if (n_domains < 1) ladle_usage_error("no domains to prepare: use --domain NAME=PATH[,PATH...]");
     if (!(options->valid_fraction > 0.0 && options->valid_fraction < 1.0))
         ladle_usage_error("valid fraction must be between 0 and 1 (exclusive), got %g", options->valid_fraction);
+    if (options->clusters < 0) ladle_usage_error("--clusters %d: expected a count >= 1 (or 0 for none)", options->clusters);
+    /* the labels of clustered documents are uint16 source indices */
+    if (options->clusters > 0 && n_domains > 65536)
+        ladle_usage_error("--clusters takes at most 65536 source domains, got %d", n_domains);
 
     /* Validate every input before writing anything. Domains are processed (and
      * stored) sorted by name, so the order of --domain options does not matter. */
@@ -408,6 +696,24 @@ void ladle_prep(const char *out_path, const ladle_prep_domain *domains, int n_do
                               d->name);
         if (d->n_paths < 1) ladle_usage_error("domain '%s' has no paths", d->name);
         for (int j = 0; j < d->n_paths; j++) check_named_path(d->name, d->paths[j]);
+    }
+
+    clustering cl;
+    memset(&cl, 0, sizeof cl);
+    if (options->clusters > 0) {
+        ladle_embed_params ep;
+        ladle_embed_params_default(&ep);
+        if (options->embed_ngram) ep.ngram = options->embed_ngram;
+        if (options->embed_buckets) ep.buckets = options->embed_buckets;
+        if (options->embed_dim) ep.dim = options->embed_dim;
+        ep.seed = (uint64_t)options->seed;
+        ladle_embedder_create(&cl.embedder, &ep);   /* checks the parameters before any output */
+        cl.k = options->clusters;
+        cl.n_src = n_domains;
+        cl.train = ladle_calloc((size_t)n_domains, sizeof *cl.train, "source domains");
+        cl.valid = ladle_calloc((size_t)n_domains, sizeof *cl.valid, "source domains");
+        cl.names = ladle_malloc((size_t)n_domains * sizeof *cl.names, "source names");
+        for (int i = 0; i < n_domains; i++) cl.names[i] = order[i]->name;
     }
 
     size_t tmp_len = strlen(out_path) + 5;
@@ -428,8 +734,10 @@ void ladle_prep(const char *out_path, const ladle_prep_domain *domains, int n_do
     ladle_h5_write_scalar_attr(file, "valid_fraction", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &options->valid_fraction);
     write_u64_attr(file, "max_doc_bytes", options->max_doc_bytes);
     write_u64_attr(file, "max_domain_bytes", options->max_domain_bytes);
+    if (cl.k) write_u64_attr(file, "clusters", (uint64_t)cl.k);
     hid_t gcpl = ladle_h5_untimed_group_props();
-    hid_t domains_group = H5Gcreate2(file, "domains", H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    /* clustered: the named domains are the sources, the clusters the domains */
+    hid_t domains_group = H5Gcreate2(file, cl.k ? "sources" : "domains", H5P_DEFAULT, gcpl, H5P_DEFAULT);
     H5_CHECK(domains_group);
     H5_CHECK(H5Pclose(gcpl));
 
@@ -465,8 +773,8 @@ void ladle_prep(const char *out_path, const ladle_prep_domain *domains, int n_do
         write_domain(domains_group, &w, d);
 
         if (report && i == 0)   /* not before: an input error would follow it */
-            fprintf(report, "%-24s %10s %13s %10s %13s\n", "domain", "train docs", "train bytes", "valid docs",
-                    "valid bytes");
+            fprintf(report, "%-24s %10s %13s %10s %13s\n", cl.k ? "source" : "domain", "train docs", "train bytes",
+                    "valid docs", "valid bytes");
         if (report)
             fprintf(report, "%-24s %10zu %13zu %10zu %13zu%s\n", d->name, w.train.docs, w.train.bytes,
                     w.valid.docs, w.valid.bytes, w.full ? "  (max domain bytes reached)" : "");
@@ -481,6 +789,11 @@ void ladle_prep(const char *out_path, const ladle_prep_domain *domains, int n_do
         total_skipped.links += w.skipped.links;
         total_skipped.special += w.skipped.special;
         total_skipped.truncated += w.skipped.truncated;
+        if (cl.k) keep_source(&cl, i, &w);   /* after the report: it takes the buffers */
+    }
+    if (cl.k) {
+        write_names_attr(domains_group, "names", cl.names, n_domains);
+        write_clusters(&cl, &w, file, (uint64_t)options->seed);
     }
     H5_CHECK(H5Gclose(domains_group));
     H5_CHECK(H5Fclose(file));
@@ -489,7 +802,7 @@ void ladle_prep(const char *out_path, const ladle_prep_domain *domains, int n_do
 
     if (report) {
         char label[32];
-        snprintf(label, sizeof label, "total (%d domains)", n_domains);
+        snprintf(label, sizeof label, "total (%d %s)", n_domains, cl.k ? "sources" : "domains");
         fprintf(report, "%-24s %10zu %13zu %10zu %13zu\n", label, totals[0], totals[1], totals[2], totals[3]);
         skip_counts *s = &total_skipped;
         if (s->empty || s->binary || s->unreadable || s->links || s->special)
@@ -499,6 +812,7 @@ void ladle_prep(const char *out_path, const ladle_prep_domain *domains, int n_do
             fprintf(report, "%zu documents cut at max doc bytes (%zu)\n", s->truncated, options->max_doc_bytes);
         if (n_full)
             fprintf(report, "%d domains cut at max domain bytes (%zu)\n", n_full, options->max_domain_bytes);
+        if (cl.k) report_clusters(&cl, report);
         fprintf(report, "wrote %s\n", out_path);
     }
 
@@ -506,6 +820,7 @@ void ladle_prep(const char *out_path, const ladle_prep_domain *domains, int n_do
     free(w.train.starts);
     free(w.valid.data);
     free(w.valid.starts);
+    if (cl.k) clustering_free(&cl);
     free(tmp_path);
     free(order);
 }

@@ -3,6 +3,8 @@
 #include "ladle/error.h"
 #include "ladle/eval.h"
 #include "ladle/optim.h"
+#include "ladle/router.h"
+#include "ladle/soup.h"
 
 #include <blis.h>
 #include <math.h>
@@ -22,11 +24,17 @@ void ladle_trainer_create(ladle_trainer *tr, const ladle_config *cfg, MPI_Comm c
     memset(tr, 0, sizeof *tr);
     tr->cfg = *cfg;
     if (cfg->corpus[0] == '\0') ladle_usage_error("data.corpus is not set: give the corpus file written by 'ladle prep'");
+    if (cfg->expert_rank > 0)
+        ladle_usage_error("soup.rank = %d: low-rank experts are not available yet; use soup.rank = 0 (dense experts)",
+                          cfg->expert_rank);
     ladle_corpus_open(&tr->corpus, cfg->corpus, comm);
     ladle_corpus_check_context(&tr->corpus, cfg->corpus, cfg->context);
+    if (cfg->meta_support > tr->corpus.n_domains)
+        ladle_usage_error("meta.support = %d exceeds the corpus' %d domains", cfg->meta_support, tr->corpus.n_domains);
     ladle_model_create(&tr->model, cfg);
     ladle_shard_create(&tr->shard, tr->model.n_params, comm);
     const ladle_shard *s = &tr->shard;
+    const int k = tr->corpus.n_domains, n = cfg->experts;
 
     /* contiguous share of the global batch; a rank may have none when batch < ranks */
     tr->b_lo = (int)((long)cfg->batch * s->rank / s->size);
@@ -34,12 +42,30 @@ void ladle_trainer_create(ladle_trainer *tr, const ladle_config *cfg, MPI_Comm c
     int local = tr->b_hi - tr->b_lo;
 
     tr->param_slice = alloc_floats(s->slice, "parameter slice");
+    tr->merged_slice = alloc_floats(s->slice, "merged parameter slice");
     tr->grad_slice = alloc_floats(s->slice, "gradient slice");
     tr->adam_m = alloc_floats(s->slice, "AdamW first moment");
     tr->adam_v = alloc_floats(s->slice, "AdamW second moment");
     tr->params = alloc_floats(s->padded, "parameters");
     tr->grads = alloc_floats(s->padded, "gradients");
     ladle_model_init_range(&tr->model, tr->param_slice, s->lo, s->hi, (uint64_t)cfg->seed);
+
+    /* the bank (empty for a dense model) and the replicated router */
+    ladle_soup_create(&tr->soup, &tr->model, s, n, cfg->experts_on);
+    ladle_soup_init(&tr->soup, cfg->expert_init_std, (uint64_t)cfg->seed);
+    tr->h = alloc_floats((size_t)k, "domain weights");
+    tr->alpha = alloc_floats((size_t)(n > 0 ? n : 1), "expert coefficients");
+    tr->reduced = ladle_calloc((size_t)(3 + n), sizeof(double), "reduction buffer");
+    if (n > 0) {
+        ladle_router_create(&tr->router, k, cfg->router_hidden, n, (ladle_alpha_kind)cfg->router_alpha);
+        tr->router_params = alloc_floats(tr->router.n_params, "router parameters");
+        tr->router_grads = alloc_floats(tr->router.n_params, "router gradients");
+        tr->router_m = alloc_floats(tr->router.n_params, "router AdamW first moment");
+        tr->router_v = alloc_floats(tr->router.n_params, "router AdamW second moment");
+        ladle_router_init(&tr->router, tr->router_params, (uint64_t)cfg->seed);
+        ladle_router_cache_create(&tr->router_cache, &tr->router);
+    }
+
     /* activations for this rank's sequences, at least one for evaluation */
     ladle_activations_create(&tr->acts, &tr->model, local > 0 ? local : 1);
     tr->tokens = ladle_malloc((size_t)(local > 0 ? local : 1) * cfg->context, "batch tokens");
@@ -51,25 +77,55 @@ void ladle_trainer_free(ladle_trainer *tr)
 {
     ladle_log_close(&tr->log);
     ladle_activations_free(&tr->acts);
-    free(tr->param_slice); free(tr->grad_slice); free(tr->adam_m); free(tr->adam_v);
+    free(tr->param_slice); free(tr->merged_slice); free(tr->grad_slice); free(tr->adam_m); free(tr->adam_v);
     free(tr->params); free(tr->grads); free(tr->tokens); free(tr->targets);
+    free(tr->h); free(tr->alpha); free(tr->reduced);
+    if (tr->soup.n > 0) {
+        free(tr->router_params); free(tr->router_grads); free(tr->router_m); free(tr->router_v);
+        ladle_router_cache_free(&tr->router_cache);
+    }
+    ladle_soup_free(&tr->soup);
     ladle_corpus_free(&tr->corpus);
     ladle_model_free(&tr->model);
 }
 
 void ladle_trainer_report_memory(const ladle_trainer *tr)
 {
-    if (tr->shard.rank != 0) return;
     const ladle_shard *s = &tr->shard;
     const ladle_model *m = &tr->model;
-    double mib = 1.0 / (1024.0 * 1024.0);
-    size_t slices = 4 * s->slice * sizeof(float), full = 2 * s->padded * sizeof(float);
+    /* what this rank holds: its slices of S (params, merged, grads, 2 moments), its
+     * bank shard with moments, one full Theta and one full gradient, the router */
+    size_t shared = 5 * s->slice * sizeof(float);
+    size_t bank = 3 * (size_t)tr->soup.n * tr->soup.own_len * sizeof(float);
+    size_t full = 2 * s->padded * sizeof(float);
+    size_t router = 4 * tr->router.n_params * sizeof(float);
     size_t L = (size_t)m->layers, C = (size_t)m->dim, T = (size_t)m->context, B = (size_t)tr->acts.B;
     size_t acts = sizeof(float) * B * T * (L * (16 * C + (size_t)m->heads * T + 4) + 2 * C + 2 * LADLE_VOCAB + 3);
-    printf("model: %zu parameters (%d layers, dim %d, %d heads, context %d); %d ranks, slice %zu\n",
-           m->n_params, m->layers, m->dim, m->heads, m->context, s->size, s->slice);
-    printf("memory per rank: owned slices (params, grads, AdamW m, v) %.1f MiB, full params + grads %.1f MiB, "
-           "activations ~%.1f MiB\n", slices * mib, full * mib, acts * mib);
+    /* the largest bank shard is what limits a run: report it from every rank */
+    unsigned long long mine = bank, largest = 0;
+    MPI_CHECK(MPI_Reduce(&mine, &largest, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, 0, s->comm));
+    if (s->rank != 0) return;
+    double mib = 1.0 / (1024.0 * 1024.0);
+    printf("model: %zu parameters per expanded model (%d layers, dim %d, %d heads, context %d)", m->n_params,
+           m->layers, m->dim, m->heads, m->context);
+    if (tr->soup.n > 0)
+        printf("; soup of %d experts over [%zu, %zu) (%zu parameters each), router %zu parameters",
+               tr->soup.n, tr->soup.bank_lo, tr->soup.bank_hi, tr->soup.bank_hi - tr->soup.bank_lo,
+               tr->router.n_params);
+    printf("\n%d ranks, slice %zu\n", s->size, s->slice);
+    printf("memory per rank: shared slices %zu bytes, bank shard %llu bytes (largest rank), full Theta + gradient "
+           "%zu bytes, router %zu bytes, activations ~%.1f MiB\n", shared, largest, full, router, acts * mib);
+}
+
+void ladle_trainer_gather_theta(ladle_trainer *tr, const float *h)
+{
+    if (tr->soup.n > 0) {
+        ladle_router_forward(&tr->router, tr->router_params, h, tr->alpha, NULL);
+        ladle_soup_merge(&tr->soup, tr->alpha, tr->param_slice, tr->merged_slice, tr->shard.slice);
+        ladle_shard_allgather(&tr->shard, tr->merged_slice, tr->params);
+    } else {
+        ladle_shard_allgather(&tr->shard, tr->param_slice, tr->params);
+    }
 }
 
 double ladle_trainer_step(ladle_trainer *tr, ladle_step_stats *st)
@@ -77,44 +133,87 @@ double ladle_trainer_step(ladle_trainer *tr, ladle_step_stats *st)
     const ladle_config *cfg = &tr->cfg;
     const ladle_shard *s = &tr->shard;
     const int T = cfg->context, local = tr->b_hi - tr->b_lo;
+    const int k = tr->corpus.n_domains, n = tr->soup.n;
     double t0 = ladle_now();
 
-    /* 1. everyone gets the full parameter vector */
-    ladle_shard_allgather(s, tr->param_slice, tr->params);
+    /* 1. the step's domain weights h ~ pi and coefficients alpha, drawn on rank 0 */
+    if (s->rank == 0) {
+        ladle_sample_mixture((uint64_t)cfg->seed, (uint64_t)tr->step, k, cfg->meta_support, cfg->meta_concentration,
+                             tr->h);
+        if (n > 0) ladle_router_forward(&tr->router, tr->router_params, tr->h, tr->alpha, NULL);
+    }
+    MPI_CHECK(MPI_Bcast(tr->h, k, MPI_FLOAT, 0, s->comm));
+    if (n > 0) MPI_CHECK(MPI_Bcast(tr->alpha, n, MPI_FLOAT, 0, s->comm));
+
+    /* 2. this rank's slice of Theta = S + sum_j alpha_j E_j */
+    const float *theta_slice = tr->param_slice;
+    if (n > 0) {
+        ladle_soup_merge(&tr->soup, tr->alpha, tr->param_slice, tr->merged_slice, s->slice);
+        theta_slice = tr->merged_slice;
+    }
     double t1 = ladle_now();
 
-    /* 2. forward and backward of this rank's share of the global batch */
+    /* 3. everyone gets the full Theta */
+    ladle_shard_allgather(s, theta_slice, tr->params);
+    double t2 = ladle_now();
+
+    /* 4. forward and backward of this rank's share of the global batch from mix(h) */
     memset(tr->grads, 0, s->padded * sizeof(float));
     double loss_sum = 0.0;
     if (local > 0) {
-        ladle_batch_train(&tr->corpus, (uint64_t)cfg->seed, (uint64_t)tr->step, tr->b_lo, tr->b_hi, T,
-                          tr->tokens, tr->targets, NULL);
+        ladle_batch_train(&tr->corpus, tr->h, (ladle_sampling)cfg->sampling, cfg->batch, (uint64_t)cfg->seed,
+                          (uint64_t)tr->step, tr->b_lo, tr->b_hi, T, tr->tokens, tr->targets, NULL);
         loss_sum = ladle_model_forward(&tr->model, tr->params, &tr->acts, tr->tokens, tr->targets, local);
         /* scale by the GLOBAL token count: the summed gradients are then the mean */
         float scale = 1.0f / ((float)cfg->batch * (float)T);
         ladle_model_backward(&tr->model, tr->params, tr->grads, &tr->acts, tr->tokens, tr->targets, local, scale);
     }
-    double t2 = ladle_now();
-
-    /* 3. sum gradients over ranks; each keeps the slice it owns */
-    ladle_shard_reduce_scatter(s, tr->grads, tr->grad_slice);
-    /* 4. global norm (for clipping) and mean loss */
-    double sumsq = ladle_shard_sumsq(s, tr->grad_slice);
-    double loss_total = 0.0;
-    MPI_CHECK(MPI_Allreduce(&loss_sum, &loss_total, 1, MPI_DOUBLE, MPI_SUM, s->comm));
     double t3 = ladle_now();
 
-    /* 5. AdamW on the owned slice */
-    double norm = sqrt(sumsq);
-    float lr = ladle_lr_at(cfg, tr->step);
-    tr->step++;
-    ladle_adamw_update(&tr->model, cfg, tr->param_slice, tr->grad_slice, tr->adam_m, tr->adam_v, s->lo, s->hi,
-                       tr->step, lr, ladle_clip_factor(cfg, norm));
+    /* 5. sum gradients over ranks; each keeps the slice it owns: g = dS */
+    ladle_shard_reduce_scatter(s, tr->grads, tr->grad_slice);
+    /* 6. one all-reduce for the loss, the squared norms and the partial dalpha */
+    double *red = tr->reduced;
+    memset(red, 0, (size_t)(3 + n) * sizeof(double));
+    red[0] = loss_sum;
+    for (size_t i = 0; i < s->hi - s->lo; i++) red[1] += (double)tr->grad_slice[i] * tr->grad_slice[i];
+    if (n > 0) {
+        red[2] = ladle_soup_grad_sumsq(&tr->soup, tr->alpha, tr->grad_slice);
+        float *dalpha = tr->merged_slice;   /* free until the next merge: n floats of scratch */
+        memset(dalpha, 0, (size_t)n * sizeof(float));
+        ladle_soup_alpha_grad(&tr->soup, tr->grad_slice, dalpha);
+        for (int j = 0; j < n; j++) red[3 + j] = dalpha[j];
+    }
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, red, 3 + n, MPI_DOUBLE, MPI_SUM, s->comm));
     double t4 = ladle_now();
 
-    double loss = loss_total / ((double)cfg->batch * T);
+    /* 7. router backward from dalpha: the same on every rank, so omega stays replicated */
+    double sumsq = red[1] + red[2];
+    if (n > 0) {
+        float *dalpha = tr->merged_slice;
+        for (int j = 0; j < n; j++) dalpha[j] = (float)red[3 + j];
+        memset(tr->router_grads, 0, tr->router.n_params * sizeof(float));
+        ladle_router_forward(&tr->router, tr->router_params, tr->h, tr->router_cache.alpha, &tr->router_cache);
+        ladle_router_backward(&tr->router, tr->router_params, tr->h, &tr->router_cache, dalpha, tr->router_grads);
+        for (size_t i = 0; i < tr->router.n_params; i++) sumsq += (double)tr->router_grads[i] * tr->router_grads[i];
+    }
+
+    /* 8. AdamW on S, the bank shard and the router, clipped by the global norm */
+    double norm = sqrt(sumsq);
+    float lr = ladle_lr_at(cfg, tr->step), clip = ladle_clip_factor(cfg, norm);
+    tr->step++;
+    ladle_adamw_update(tr->model.tensors, tr->model.n_tensors, cfg, tr->param_slice, tr->grad_slice, tr->adam_m,
+                       tr->adam_v, s->lo, s->hi, tr->step, lr, clip);
+    if (n > 0) {
+        ladle_soup_adamw(&tr->soup, &tr->model, cfg, tr->alpha, tr->grad_slice, tr->step, lr, clip);
+        ladle_adamw_update(tr->router.tensors, 4, cfg, tr->router_params, tr->router_grads, tr->router_m,
+                           tr->router_v, 0, tr->router.n_params, tr->step, lr, clip);
+    }
+    double t5 = ladle_now();
+
+    double loss = red[0] / ((double)cfg->batch * T);
     if (st) {
-        double secs = t4 - t0, tokens = (double)cfg->batch * T;
+        double secs = t5 - t0, tokens = (double)cfg->batch * T;
         st->step = tr->step;
         st->steps = cfg->steps;
         st->loss = loss;
@@ -126,10 +225,11 @@ double ladle_trainer_step(ladle_trainer *tr, ladle_step_stats *st)
         double threads = (double)bli_thread_get_num_threads();
         st->mfu = ladle_model_flops_per_token(&tr->model) * st->tokens_per_s /
                   (1e9 * cfg->peak_gflops * (threads > 1 ? threads : 1) * s->size);
-        st->ms_gather = 1e3 * (t1 - t0);
-        st->ms_compute = 1e3 * (t2 - t1);
-        st->ms_reduce = 1e3 * (t3 - t2);
-        st->ms_optim = 1e3 * (t4 - t3);
+        st->ms_merge = 1e3 * (t1 - t0);
+        st->ms_gather = 1e3 * (t2 - t1);
+        st->ms_compute = 1e3 * (t3 - t2);
+        st->ms_reduce = 1e3 * (t4 - t3);
+        st->ms_optim = 1e3 * (t5 - t4);
         st->eta_s = secs * (double)(cfg->steps - tr->step);
     }
     return loss;
@@ -138,28 +238,61 @@ double ladle_trainer_step(ladle_trainer *tr, ladle_step_stats *st)
 void ladle_trainer_eval(ladle_trainer *tr)
 {
     const ladle_shard *s = &tr->shard;
-    ladle_shard_allgather(s, tr->param_slice, tr->params);
-    ladle_eval_result *results = ladle_calloc((size_t)tr->corpus.n_domains, sizeof *results, "eval results");
-    ladle_eval_domains(&tr->model, tr->params, &tr->acts, &tr->corpus, tr->cfg.eval_sequences, results, s->comm);
-    double sum = 0.0;
-    for (int d = 0; d < tr->corpus.n_domains; d++) {
-        ladle_log_eval(&tr->log, tr->step, results[d].domain, results[d].loss);
-        sum += results[d].bpb;
+    const int k = tr->corpus.n_domains;
+    ladle_eval_result *generic = ladle_calloc((size_t)k, sizeof *generic, "eval results");
+    ladle_eval_result *special = ladle_calloc((size_t)k, sizeof *special, "eval results");
+    /* the generic model: uniform domain weights */
+    float *h = alloc_floats((size_t)k, "domain weights");
+    for (int d = 0; d < k; d++) h[d] = 1.0f / (float)k;
+    ladle_trainer_gather_theta(tr, h);
+    ladle_eval_domains(&tr->model, tr->params, &tr->acts, &tr->corpus, tr->cfg.eval_sequences, generic, s->comm);
+    /* a soup's specialists: Theta(e_d) on domain d */
+    if (tr->soup.n > 0)
+        for (int d = 0; d < k; d++) {
+            memset(h, 0, (size_t)k * sizeof(float));
+            h[d] = 1.0f;
+            ladle_trainer_gather_theta(tr, h);
+            ladle_eval_domain(&tr->model, tr->params, &tr->acts, &tr->corpus.domains[d], tr->cfg.eval_sequences,
+                              &special[d], s->comm);
+        }
+    double sum = 0.0, sum_special = 0.0;
+    for (int d = 0; d < k; d++) {
+        ladle_log_eval(&tr->log, tr->step, generic[d].domain, generic[d].loss, tr->soup.n > 0 ? special[d].loss : -1);
+        sum += generic[d].bpb;
+        sum_special += special[d].bpb;
     }
     if (s->rank == 0) {
-        printf("eval step %ld | mean valid %.4f bits/byte over %d domains\n", tr->step, sum / tr->corpus.n_domains,
-               tr->corpus.n_domains);
+        printf("eval step %ld | mean valid %.4f bits/byte over %d domains", tr->step, sum / k, k);
+        if (tr->soup.n > 0) printf(" | specialists %.4f", sum_special / k);
+        printf("\n");
         fflush(stdout);
     }
-    free(results);
+    free(h);
+    free(generic);
+    free(special);
 }
 
 static void save_model(ladle_trainer *tr)
 {
     char path[LADLE_PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/model.h5", tr->cfg.run_dir);
-    ladle_shard_allgather(&tr->shard, tr->param_slice, tr->params);
-    ladle_ckpt_save_model(path, &tr->model, &tr->cfg, tr->params, tr->step, tr->shard.comm);
+    char (*names)[LADLE_NAME_MAX] = ladle_calloc((size_t)tr->corpus.n_domains, LADLE_NAME_MAX, "domain names");
+    for (int d = 0; d < tr->corpus.n_domains; d++) memcpy(names[d], tr->corpus.domains[d].name, LADLE_NAME_MAX);
+    ladle_ckpt_contents c = {
+        .kind = tr->soup.n > 0 ? "soup" : "dense",
+        .step = tr->step,
+        .cfg = &tr->cfg,
+        .model = &tr->model,
+        .shard = &tr->shard,
+        .shared_slice = tr->param_slice,
+        .soup = &tr->soup,
+        .router = &tr->router,
+        .router_params = tr->router_params,
+        .n_domains = tr->corpus.n_domains,
+        .domain_names = (const char (*)[LADLE_NAME_MAX])names,
+    };
+    ladle_ckpt_save(path, &c);
+    free(names);
     if (tr->shard.rank == 0) { printf("saved %s (step %ld)\n", path, tr->step); fflush(stdout); }
 }
 

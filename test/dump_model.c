@@ -182,7 +182,7 @@ int main(int argc, char **argv)
         double norm = sqrt(sum_squares(grads, n));
         float factor = ladle_clip_factor(&cfg, norm);
         float lr = ladle_lr_at(&cfg, t - 1);
-        ladle_adamw_update(&model, &cfg, params, grads, m, v, 0, n, t, lr, factor);
+        ladle_adamw_update(model.tensors, model.n_tensors, &cfg, params, grads, m, v, 0, n, t, lr, factor);
         fprintf(fl, "%.9g\n", step_loss);
         fprintf(fs, "%ld %.9g %.9g %.9g\n", t, (double)lr, norm, (double)factor);
     }

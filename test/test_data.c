@@ -9,6 +9,7 @@
 #include "ladle/prep.h"
 #include "testutil.h"
 
+#include <hdf5.h>
 #include <mpi.h>
 #include <zlib.h>
 
@@ -197,7 +198,8 @@ static int contains(const uint8_t *hay, size_t n, const uint8_t *needle, size_t 
 static void prep_fixture(const char *out, const ladle_prep_domain *domains, int n, double vf,
                          size_t max_doc, size_t max_domain, char **report_text)
 {
-    ladle_prep_options opt = {vf, 1234, max_doc, max_domain};
+    ladle_prep_options opt = {.valid_fraction = vf, .seed = 1234, .max_doc_bytes = max_doc,
+                              .max_domain_bytes = max_domain};
     size_t len = 0;
     char *text = NULL;
     FILE *report = open_memstream(&text, &len);
@@ -314,16 +316,34 @@ static void test_batches(void)
     uint8_t tok[B * CTX], tgt[B * CTX], tok2[B * CTX], tgt2[B * CTX];
     int dom[B], dom2[B];
 
+    const float uniform[4] = {0.25f, 0.25f, 0.25f, 0.25f};
+
     /* the same global batch however it is split into ranges */
-    ladle_batch_train(&c, 7, 3, 0, B, CTX, tok, tgt, dom);
-    ladle_batch_train(&c, 7, 3, 0, 3, CTX, tok2, tgt2, dom2);
-    ladle_batch_train(&c, 7, 3, 3, B, CTX, tok2 + 3 * CTX, tgt2 + 3 * CTX, dom2 + 3);
+    ladle_batch_train(&c, uniform, LADLE_SAMPLING_IID, B, 7, 3, 0, B, CTX, tok, tgt, dom);
+    ladle_batch_train(&c, uniform, LADLE_SAMPLING_IID, B, 7, 3, 0, 3, CTX, tok2, tgt2, dom2);
+    ladle_batch_train(&c, uniform, LADLE_SAMPLING_IID, B, 7, 3, 3, B, CTX, tok2 + 3 * CTX, tgt2 + 3 * CTX,
+                      dom2 + 3);
     EXPECT(&T, memcmp(tok, tok2, sizeof tok) == 0 && memcmp(tgt, tgt2, sizeof tgt) == 0
                && memcmp(dom, dom2, sizeof dom) == 0, "batch [0,8) differs from [0,3)+[3,8)");
-    ladle_batch_train(&c, 7, 3, 0, B, CTX, tok2, tgt2, NULL);
+    ladle_batch_train(&c, uniform, LADLE_SAMPLING_IID, B, 7, 3, 0, B, CTX, tok2, tgt2, NULL);
     EXPECT(&T, memcmp(tok, tok2, sizeof tok) == 0, "batch not deterministic");
-    ladle_batch_train(&c, 7, 4, 0, B, CTX, tok2, tgt2, NULL);
+    ladle_batch_train(&c, uniform, LADLE_SAMPLING_IID, B, 7, 4, 0, B, CTX, tok2, tgt2, NULL);
     EXPECT(&T, memcmp(tok, tok2, sizeof tok) != 0, "steps 3 and 4 give the same batch");
+
+    /* split invariance holds for a skewed h, with a zero, under both samplings */
+    const float skewed[4] = {0.5f, 0.0f, 0.3f, 0.2f};
+    for (int sm = 0; sm < 2; sm++) {
+        ladle_sampling sampling = sm ? LADLE_SAMPLING_STRATIFIED : LADLE_SAMPLING_IID;
+        ladle_batch_train(&c, skewed, sampling, B, 7, 5, 0, B, CTX, tok, tgt, dom);
+        ladle_batch_train(&c, skewed, sampling, B, 7, 5, 0, 3, CTX, tok2, tgt2, dom2);
+        ladle_batch_train(&c, skewed, sampling, B, 7, 5, 3, B, CTX, tok2 + 3 * CTX, tgt2 + 3 * CTX, dom2 + 3);
+        int ok = memcmp(tok, tok2, sizeof tok) == 0 && memcmp(tgt, tgt2, sizeof tgt) == 0
+                 && memcmp(dom, dom2, sizeof dom) == 0;
+        for (int b = 0; b < B; b++) ok &= dom[b] != 1;
+        EXPECT(&T, ok, "%s: skewed batch [0,8) differs from [0,3)+[3,8) or draws a zero-weight domain",
+               sm ? "stratified" : "iid");
+    }
+    ladle_batch_train(&c, uniform, LADLE_SAMPLING_IID, B, 7, 3, 0, B, CTX, tok, tgt, dom);
 
     for (int b = 0; b < B; b++) {
         const uint8_t *x = tok + b * CTX, *y = tgt + b * CTX;
@@ -341,7 +361,7 @@ static void test_batches(void)
     enum { N = 40000 };
     uint8_t *t1 = malloc((size_t)N * 4), *t2 = malloc((size_t)N * 4);
     int *d = malloc(N * sizeof(int));
-    ladle_batch_train(&c, 11, 0, 0, N, 4, t1, t2, d);
+    ladle_batch_train(&c, uniform, LADLE_SAMPLING_IID, N, 11, 0, 0, N, 4, t1, t2, d);
     int count[4] = {0};
     for (int i = 0; i < N; i++) count[d[i]]++;
     for (int i = 0; i < 4; i++)
@@ -359,6 +379,273 @@ static void test_batches(void)
     free(t1);
     free(t2);
     free(d);
+    ladle_corpus_free(&c);
+}
+
+/* ---- mixtures ------------------------------------------------------------------ */
+
+static int count_nonzero(const float *h, int k)
+{
+    int n = 0;
+    for (int i = 0; i < k; i++) n += h[i] != 0.0f;
+    return n;
+}
+
+/* h is on the simplex with exactly `support` non-zeros, and a pure function of (seed, step). */
+static void test_mixture_simplex(void)
+{
+    enum { K = 10 };
+    const int ks[3] = {1, 4, K};
+    const float cs[4] = {0.3f, 1.0f, 5.0f, 200.0f};
+    int bad_sum = 0, bad_support = 0, bad_value = 0, cases = 0;
+    for (int ki = 0; ki < 3; ki++)
+        for (int support = -1; support <= ks[ki] + 1; support++)
+            for (int ci = 0; ci < 4; ci++)
+                for (uint64_t step = 0; step < 200; step++) {
+                    int k = ks[ki];
+                    float h[K];
+                    ladle_sample_mixture(3, step, k, support, cs[ci], h);
+                    int want = support <= 0 || support >= k ? k : support;
+                    double sum = 0;
+                    for (int i = 0; i < k; i++) {
+                        if (!(h[i] >= 0.0f && h[i] <= 1.0f)) bad_value++;
+                        sum += h[i];
+                    }
+                    if (fabs(sum - 1.0) > 1e-5) bad_sum++;
+                    if (count_nonzero(h, k) != want) bad_support++;
+                    cases++;
+                }
+    EXPECT(&T, bad_sum == 0, "%d of %d mixtures do not sum to 1", bad_sum, cases);
+    EXPECT(&T, bad_support == 0, "%d of %d mixtures have the wrong number of non-zeros", bad_support, cases);
+    EXPECT(&T, bad_value == 0, "%d weights outside [0, 1]", bad_value);
+
+    /* determinism, and dependence on seed and step */
+    float a[K], b[K];
+    ladle_sample_mixture(9, 41, K, 3, 0.3f, a);
+    ladle_sample_mixture(9, 41, K, 3, 0.3f, b);
+    EXPECT(&T, memcmp(a, b, sizeof a) == 0, "the same (seed, step) gives different h");
+    ladle_sample_mixture(9, 42, K, 3, 0.3f, b);
+    EXPECT(&T, memcmp(a, b, sizeof a) != 0, "steps 41 and 42 give the same h");
+    ladle_sample_mixture(10, 41, K, 3, 0.3f, b);
+    EXPECT(&T, memcmp(a, b, sizeof a) != 0, "seeds 9 and 10 give the same h");
+
+    /* a tiny concentration: weights pile onto one domain, but stay finite and sum to 1 */
+    int finite = 1;
+    for (uint64_t step = 0; step < 500; step++) {
+        ladle_sample_mixture(1, step, K, 0, 0.01f, a);
+        double sum = 0;
+        for (int i = 0; i < K; i++) {
+            finite &= isfinite(a[i]) && a[i] >= 0.0f;
+            sum += a[i];
+        }
+        finite &= fabs(sum - 1.0) < 1e-5;
+    }
+    EXPECT(&T, finite, "concentration 0.01 gives a weight that is not finite or a sum that is not 1");
+}
+
+/* The support is a uniform s-subset: chi-square over all C(10,3) = 120 subsets. */
+static void test_mixture_support(void)
+{
+    enum { K = 10, S = 3, N = 30000 };
+    static int subset_count[1 << K];
+    memset(subset_count, 0, sizeof subset_count);
+    int domain_count[K] = {0};
+    for (uint64_t step = 0; step < N; step++) {
+        float h[K];
+        ladle_sample_mixture(5, step, K, S, 1.0f, h);
+        int mask = 0;
+        for (int i = 0; i < K; i++)
+            if (h[i] != 0.0f) {
+                mask |= 1 << i;
+                domain_count[i]++;
+            }
+        subset_count[mask]++;
+    }
+    /* each domain is in the support with probability S/K: 9000 +- 5 sigma (~397) */
+    double p = (double)S / K, sd = sqrt(N * p * (1 - p));
+    for (int i = 0; i < K; i++)
+        EXPECT(&T, fabs(domain_count[i] - N * p) < 5 * sd, "domain %d in the support %d times, want %g +- %g", i,
+               domain_count[i], N * p, 5 * sd);
+    int subsets = 0, stray = 0;
+    double chi2 = 0, expect = (double)N / 120.0;
+    for (int m = 0; m < (1 << K); m++) {
+        if (__builtin_popcount((unsigned)m) != S) {
+            stray += subset_count[m];
+            continue;
+        }
+        subsets++;
+        chi2 += (subset_count[m] - expect) * (subset_count[m] - expect) / expect;
+    }
+    /* 119 degrees of freedom: mean 119, sd sqrt(238) = 15.4; 5 sigma above is ~196 */
+    EXPECT(&T, subsets == 120 && stray == 0, "%d subsets of size 3, %d supports of another size", subsets, stray);
+    EXPECT(&T, chi2 < 119 + 5 * sqrt(238.0), "support subsets not uniform: chi-square %g on 119 dof", chi2);
+}
+
+/* On its support, h_i has the moments of a symmetric Dirichlet(c) over s components:
+ * E = 1/s, Var = (1/s)(1 - 1/s)/(s c + 1). Tolerances are 5 standard errors, from
+ * the sample's own fourth moment for the variance. */
+static void test_mixture_moments(void)
+{
+    enum { K = 6, N = 24000 };
+    const struct { int s; float c; } cases[4] = {{4, 0.3f}, {4, 1.0f}, {4, 5.0f}, {K, 1.0f}};
+    double *x = malloc((size_t)N * sizeof(double));
+    for (int ci = 0; ci < 4; ci++) {
+        int s = cases[ci].s;
+        double c = cases[ci].c;
+        double mean_want = 1.0 / s, var_want = (1.0 / s) * (1.0 - 1.0 / s) / (s * c + 1.0);
+        for (int d = 0; d < K; d++) {
+            int n = 0;
+            for (uint64_t step = 0; step < N; step++) {
+                float h[K];
+                ladle_sample_mixture(77, step, K, s, cases[ci].c, h);
+                if (h[d] != 0.0f) x[n++] = h[d];
+            }
+            double m = 0, v = 0, m4 = 0;
+            for (int i = 0; i < n; i++) m += x[i];
+            m /= n;
+            for (int i = 0; i < n; i++) {
+                double e = (x[i] - m) * (x[i] - m);
+                v += e;
+                m4 += e * e;
+            }
+            v /= n - 1;
+            m4 /= n;
+            double se_mean = sqrt(var_want / n), se_var = sqrt((m4 - v * v) / n);
+            EXPECT(&T, fabs(m - mean_want) < 5 * se_mean, "s %d c %g domain %d: mean %g, want %g +- %g", s, c, d, m,
+                   mean_want, 5 * se_mean);
+            EXPECT(&T, fabs(v - var_want) < 5 * se_var, "s %d c %g domain %d: variance %g, want %g +- %g", s, c, d,
+                   v, var_want, 5 * se_var);
+        }
+    }
+    free(x);
+}
+
+/* iid: the domain frequencies over many sequences are h; zero weights are never drawn. */
+static void test_domain_iid(void)
+{
+    enum { K = 5, N = 100000 };
+    const float h[K] = {0.5f, 0.25f, 0.0f, 0.15f, 0.1f};
+    int count[K] = {0};
+    for (int b = 0; b < N; b++) count[ladle_mixture_domain(h, K, N, b, LADLE_SAMPLING_IID, 3, 8)]++;
+    double chi2 = 0;
+    for (int i = 0; i < K; i++)
+        if (h[i] > 0) chi2 += (count[i] - N * h[i]) * (count[i] - N * h[i]) / (N * h[i]);
+    /* 3 degrees of freedom: P(chi2 > 30) < 1e-5 */
+    EXPECT(&T, chi2 < 30, "iid domain counts %d %d %d %d %d are not h: chi-square %g", count[0], count[1],
+           count[2], count[3], count[4], chi2);
+    EXPECT(&T, count[2] == 0, "a zero-weight domain was drawn %d times", count[2]);
+
+    /* h is taken over its total: twice h draws the same domains */
+    float h2[K];
+    int same = 1;
+    for (int i = 0; i < K; i++) h2[i] = 2.0f * h[i];
+    for (int b = 0; b < 1000; b++)
+        same &= ladle_mixture_domain(h, K, 1000, b, LADLE_SAMPLING_IID, 3, 8)
+                == ladle_mixture_domain(h2, K, 1000, b, LADLE_SAMPLING_IID, 3, 8);
+    EXPECT(&T, same, "an unnormalised h draws other domains");
+
+    /* zeros at both ends and a single weight: never anything else */
+    const float ends[K] = {0.0f, 0.4f, 0.0f, 0.6f, 0.0f}, one[K] = {0.0f, 0.0f, 1.0f, 0.0f, 0.0f};
+    int ok_ends = 1, ok_one = 1;
+    for (int b = 0; b < N; b++) {
+        int d = ladle_mixture_domain(ends, K, N, b, LADLE_SAMPLING_IID, 4, 1);
+        ok_ends &= d == 1 || d == 3;
+        ok_one &= ladle_mixture_domain(one, K, N, b, LADLE_SAMPLING_IID, 4, 1) == 2;
+    }
+    EXPECT(&T, ok_ends && ok_one, "a zero-weight domain was drawn (ends %d, one %d)", ok_ends, ok_one);
+}
+
+/* stratified: at least floor(B h_i) per domain, the allotted part in domain order, the
+ * rest Cat(h). */
+static void test_domain_stratified(void)
+{
+    enum { K = 8, B = 37 };
+    int bad_floor = 0, bad_order = 0, bad_zero = 0;
+    for (uint64_t step = 0; step < 300; step++) {
+        float h[K];
+        ladle_sample_mixture(12, step, K, 5, 0.7f, h);
+        int count[K] = {0}, floors = 0, d[B];
+        for (int i = 0; i < K; i++) floors += (int)floor((double)B * h[i]);
+        for (int b = 0; b < B; b++) {
+            d[b] = ladle_mixture_domain(h, K, B, b, LADLE_SAMPLING_STRATIFIED, 12, step);
+            count[d[b]]++;
+            if (h[d[b]] == 0.0f) bad_zero++;
+            if (b > 0 && b < floors && d[b] < d[b - 1]) bad_order++;
+        }
+        for (int i = 0; i < K; i++)
+            if (count[i] < (int)floor((double)B * h[i])) bad_floor++;
+    }
+    EXPECT(&T, bad_floor == 0, "%d domains got fewer than floor(B h_i) sequences", bad_floor);
+    EXPECT(&T, bad_order == 0, "%d allotted sequences out of domain order", bad_order);
+    EXPECT(&T, bad_zero == 0, "%d sequences from zero-weight domains", bad_zero);
+
+    /* exact cases: nothing left to draw; 0.7f is below 0.7 but allots 7 of 10 */
+    const float h1[2] = {0.7f, 0.3f}, h2[3] = {0.5f, 0.25f, 0.25f};
+    int want1[10] = {0, 0, 0, 0, 0, 0, 0, 1, 1, 1}, want2[8] = {0, 0, 0, 0, 1, 1, 2, 2};
+    int ok = 1;
+    for (uint64_t step = 0; step < 50; step++) {
+        for (int b = 0; b < 10; b++) ok &= ladle_mixture_domain(h1, 2, 10, b, LADLE_SAMPLING_STRATIFIED, 1, step) == want1[b];
+        for (int b = 0; b < 8; b++) ok &= ladle_mixture_domain(h2, 3, 8, b, LADLE_SAMPLING_STRATIFIED, 1, step) == want2[b];
+    }
+    EXPECT(&T, ok, "stratified allotment of (0.7, 0.3) x 10 or (0.5, 0.25, 0.25) x 8 is not exact");
+
+    /* (0.45, 0.55) x 10 allots 4 and 5; the last sequence is Cat(h): 0.45 N +- 5 sigma */
+    enum { N = 20000 };
+    const float h3[2] = {0.45f, 0.55f};
+    int first = 0, prefix_ok = 1;
+    for (uint64_t step = 0; step < N; step++) {
+        for (int b = 0; b < 9; b++)
+            prefix_ok &= ladle_mixture_domain(h3, 2, 10, b, LADLE_SAMPLING_STRATIFIED, 2, step) == (b < 4 ? 0 : 1);
+        first += ladle_mixture_domain(h3, 2, 10, 9, LADLE_SAMPLING_STRATIFIED, 2, step) == 0;
+    }
+    double sd = sqrt(N * 0.45 * 0.55);
+    EXPECT(&T, prefix_ok, "(0.45, 0.55) x 10 does not allot 4 then 5");
+    EXPECT(&T, fabs(first - 0.45 * N) < 5 * sd, "the remainder drew domain 0 %d of %d times, want %g +- %g", first,
+           N, 0.45 * N, 5 * sd);
+}
+
+/* ladle_corpus_open_group reads another top-level group of the same layout. */
+static void test_open_group(void)
+{
+    char out[1024];
+    snprintf(out, sizeof out, "%s/corpus.h5", root);
+    ladle_corpus c, s, d;
+    ladle_corpus_open(&c, out, MPI_COMM_WORLD);
+
+    /* a copy with a "sources" group: the domains minus beta */
+    char copy[1024];
+    snprintf(copy, sizeof copy, "%s/sources.h5", root);
+    FILE *in = fopen(out, "rb"), *o = fopen(copy, "wb");
+    int ch;
+    while ((ch = fgetc(in)) != EOF) fputc(ch, o);
+    fclose(in);
+    fclose(o);
+    hid_t f = H5Fopen(copy, H5F_ACC_RDWR, H5P_DEFAULT);
+    int made = f >= 0 && H5Ocopy(f, "domains", f, "sources", H5P_DEFAULT, H5P_DEFAULT) >= 0
+               && H5Ldelete(f, "sources/beta", H5P_DEFAULT) >= 0;
+    if (f >= 0) H5Fclose(f);
+    EXPECT(&T, made, "cannot write a sources group into %s", copy);
+    if (!made) {
+        ladle_corpus_free(&c);
+        return;
+    }
+
+    ladle_corpus_open_group(&d, copy, "domains", MPI_COMM_WORLD);
+    ladle_corpus_open_group(&s, copy, "sources", MPI_COMM_WORLD);
+    EXPECT(&T, d.n_domains == c.n_domains, "open_group(domains) reads %d domains, open %d", d.n_domains,
+           c.n_domains);
+    EXPECT(&T, s.n_domains == 3, "sources has %d groups, want 3", s.n_domains);
+    const int from[3] = {0, 2, 3};   /* alpha, delta, gamma */
+    for (int i = 0; i < s.n_domains && i < 3; i++) {
+        const ladle_domain *a = &s.domains[i], *b = &c.domains[from[i]];
+        EXPECT(&T, strcmp(a->name, b->name) == 0 && a->train_bytes == b->train_bytes
+                   && a->valid_bytes == b->valid_bytes && a->train_docs == b->train_docs
+                   && a->valid_docs == b->valid_docs && memcmp(a->train, b->train, a->train_bytes) == 0
+                   && memcmp(a->valid, b->valid, a->valid_bytes) == 0,
+               "sources/%s differs from domains/%s", a->name, b->name);
+    }
+    ladle_corpus_free(&s);
+    ladle_corpus_free(&d);
     ladle_corpus_free(&c);
 }
 
@@ -420,6 +707,12 @@ int main(int argc, char **argv)
     test_prep_and_open();
     test_limits();
     test_batches();
+    test_open_group();
+    test_mixture_simplex();
+    test_mixture_support();
+    test_mixture_moments();
+    test_domain_iid();
+    test_domain_stratified();
     test_valid();
 
     nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -22,8 +22,18 @@ typedef struct {
     int warmup;
     float lr, min_lr_ratio, weight_decay, beta1, beta2, eps, clip;
     long seed;
-    /* data */
+    /* data and the meta-distribution of domain weights */
     char corpus[LADLE_PATH_MAX];
+    int sampling;             /* data.sampling: ladle_sampling (iid | stratified) */
+    int meta_support;         /* meta.support: domains per mixture (0 = all) */
+    float meta_concentration; /* meta.concentration: Dirichlet parameter */
+    /* Soup-of-Experts */
+    int experts;              /* soup.experts: n (0 = a plain dense model) */
+    int experts_on;           /* soup.experts_on: 0 all tensors, 1 the transformer blocks only */
+    float expert_init_std;    /* soup.expert_init_std */
+    int expert_rank;          /* soup.rank: 0 dense experts, r > 0 low-rank U diag(alpha) V^T */
+    int router_hidden;        /* router.hidden */
+    int router_alpha;         /* router.alpha: ladle_alpha_kind (raw | softmax) */
     /* evaluation and logging */
     int eval_every, eval_sequences, log_every;
     float peak_gflops;  /* per thread, for MFU */

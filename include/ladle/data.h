@@ -8,7 +8,8 @@
  *   /domains/<name>               attrs: source (the paths it was built from), documents
  *
  * Batches are drawn by the counter RNG: sequence b of step t is a pure function of
- * (seed, t, b), so every rank count sees the same global batch. */
+ * (seed, t, b) and the step's domain weights h, so every rank count sees the same
+ * global batch. */
 #ifndef LADLE_DATA_H
 #define LADLE_DATA_H
 
@@ -39,18 +40,42 @@ typedef struct {
  * corpus is small next to the model state). A missing, corrupt or non-ladle file, or a
  * domain with no train bytes, is a usage error naming the file (all ranks detect it). */
 void ladle_corpus_open(ladle_corpus *corpus, const char *path, MPI_Comm comm);
+/* The same from another top-level group of the same layout: ladle_corpus_open reads
+ * "domains"; "sources" holds the original named domains when 'ladle prep --clusters'
+ * made the domains clusters. A missing or empty group is a usage error. */
+void ladle_corpus_open_group(ladle_corpus *corpus, const char *path, const char *group, MPI_Comm comm);
 void ladle_corpus_free(ladle_corpus *corpus);
 
 /* Every domain must hold at least one window of context+1 bytes in its train split
  * (and, for evaluation, its valid split): usage error naming the domain otherwise. */
 void ladle_corpus_check_context(const ladle_corpus *corpus, const char *path, int context);
 
-/* Training sequences b in [b_lo, b_hi) of step `step`: domain uniform over domains,
- * window start uniform over the domain's train bytes. tokens and targets are
- * (b_hi - b_lo) x context bytes; targets are tokens shifted by one. domains (may be
- * NULL) receives each sequence's domain index. */
-void ladle_batch_train(const ladle_corpus *corpus, uint64_t seed, uint64_t step, int b_lo, int b_hi,
-                       int context, uint8_t *tokens, uint8_t *targets, int *domains);
+/* ---- mixtures (Soup-of-Experts, METHODS.md section 1) ----------------------------- */
+
+typedef enum { LADLE_SAMPLING_IID = 0, LADLE_SAMPLING_STRATIFIED = 1 } ladle_sampling;
+
+/* Domain weights h ~ pi for step `step`: `support` domains chosen uniformly without
+ * replacement (support <= 0 or >= k: all k), Dirichlet(concentration * 1) weights on
+ * them, zero elsewhere. h[k] sums to 1. A pure function of (seed, step). */
+void ladle_sample_mixture(uint64_t seed, uint64_t step, int k, int support, float concentration, float *h);
+
+/* Algorithm 1: the domain of sequence b of a global batch of `batch` sequences drawn
+ * from mix(h). iid: domain ~ Cat(h) per sequence. stratified: the first
+ * sum_i floor(batch * h_i) sequences are allotted floor(batch * h_i) per domain, in
+ * domain order; the rest are drawn iid. A pure function of (h, batch, b, seed, step).
+ * h need not sum exactly to 1 (it is taken over its total), and the floor forgives
+ * float rounding (0.7f with batch 10 allots 7). A domain with h_i = 0 is never drawn. */
+int ladle_mixture_domain(const float *h, int k, int batch, int b, ladle_sampling sampling,
+                         uint64_t seed, uint64_t step);
+
+/* Training sequences b in [b_lo, b_hi) of step `step` of a global batch of `batch`,
+ * drawn from mix(h): the domain by ladle_mixture_domain, the window start uniform over
+ * the domain's train bytes. tokens and targets are (b_hi - b_lo) x context bytes;
+ * targets are tokens shifted by one. domains (may be NULL) receives each sequence's
+ * domain index. */
+void ladle_batch_train(const ladle_corpus *corpus, const float *h, ladle_sampling sampling, int batch,
+                       uint64_t seed, uint64_t step, int b_lo, int b_hi, int context,
+                       uint8_t *tokens, uint8_t *targets, int *domains);
 
 /* Validation window w of a domain: fixed, evenly spaced over the valid split, so every
  * evaluation sees the same bytes. Returns the number of windows available (<= wanted). */

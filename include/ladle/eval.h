@@ -19,9 +19,13 @@ typedef struct {
     double bpb;    /* bits per byte */
 } ladle_eval_result;
 
-/* Evaluates params (full vector, identical on every rank) on up to max_windows windows
- * of every domain; results[corpus->n_domains]. acts must hold at least one sequence;
- * windows are processed acts->B at a time. */
+/* Evaluates params (full vector, identical on every rank) on up to max_windows valid
+ * windows of one domain. acts must hold at least one sequence; windows are processed
+ * acts->B at a time. Collective over comm. */
+void ladle_eval_domain(const ladle_model *model, const float *params, ladle_activations *acts,
+                       const ladle_domain *domain, int max_windows, ladle_eval_result *result, MPI_Comm comm);
+
+/* The same for every domain of a corpus; results[corpus->n_domains]. */
 void ladle_eval_domains(const ladle_model *model, const float *params, ladle_activations *acts,
                         const ladle_corpus *corpus, int max_windows, ladle_eval_result *results,
                         MPI_Comm comm);

@@ -18,9 +18,10 @@ float ladle_lr_at(const ladle_config *cfg, long step);
 /* Factor that scales gradients of global norm `norm` down to cfg->clip (1 if no clip). */
 float ladle_clip_factor(const ladle_config *cfg, double norm);
 
-/* One AdamW step (t = 1-based step count) on params[lo, hi) of the flat vector, whose
- * slice-local arrays are param, grad, m, v. grad is multiplied by grad_factor first. */
-void ladle_adamw_update(const ladle_model *model, const ladle_config *cfg, float *param,
+/* One AdamW step (t = 1-based step count) on elements [lo, hi) of a flat vector described
+ * by a tensor table (the model's, or the router's); param, grad, m, v are the slice-local
+ * arrays of those elements. grad is multiplied by grad_factor first. */
+void ladle_adamw_update(const ladle_tensor *tensors, int n_tensors, const ladle_config *cfg, float *param,
                         const float *grad, float *m, float *v, size_t lo, size_t hi, long t,
                         float lr, float grad_factor);
 

@@ -16,6 +16,7 @@ enum ladle_rng_stream {
     LADLE_STREAM_SPLIT,        /* train/valid split of documents (prep) */
     LADLE_STREAM_SAMPLE,       /* text generation */
     LADLE_STREAM_MIXTURE,      /* domain weights h of a step (Soup-of-Experts) */
+    LADLE_STREAM_EXPERT,       /* initial noise of the experts: step = expert id */
 };
 
 uint64_t ladle_rng_u64(uint64_t seed, uint64_t step, uint64_t stream, uint64_t index);

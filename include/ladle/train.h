@@ -1,11 +1,15 @@
 /* train: the sharded training loop ('ladle train').
  *
- * One step on P ranks (rank r), following DESIGN.md's table with an empty expert bank:
- *   1. all-gather the parameter slices into the full vector       MPI_Allgather
- *   2. forward + backward of this rank's sequences [b_lo, b_hi)   local (BLIS)
- *   3. sum the gradients, keep this rank's slice                  MPI_Reduce_scatter_block
- *   4. global gradient norm and mean loss                         MPI_Allreduce
- *   5. AdamW on the owned slice of parameters and moments         local
+ * One step on P ranks (rank r), DESIGN.md's table:
+ *   1. rank 0 draws h ~ pi, computes alpha = router(h)            MPI_Bcast of h and alpha
+ *   2. Theta slice = S slice + sum_j alpha_j E_j slice (one GEMV)  local
+ *   3. all-gather the Theta slices into the full vector          MPI_Allgather
+ *   4. forward + backward of this rank's sequences [b_lo, b_hi)  local (BLIS)
+ *   5. sum the gradients, keep this rank's slice g               MPI_Reduce_scatter_block
+ *   6. dalpha_j = <E_j, g> partials, loss, squared norms         one MPI_Allreduce
+ *   7. router backward from dalpha (identical on every rank)     local
+ *   8. AdamW on S, the bank shard (gradient alpha_j g) and omega  local
+ * A dense model (soup.experts = 0) is the same step with an empty bank and no router.
  * The global batch is drawn by the counter RNG independently of P, so 1, 2 or 3 ranks
  * produce the same losses up to floating-point summation order. */
 #ifndef LADLE_TRAIN_H
@@ -17,7 +21,9 @@
 #include "ladle/data.h"
 #include "ladle/log.h"
 #include "ladle/model.h"
+#include "ladle/router.h"
 #include "ladle/shard.h"
+#include "ladle/soup.h"
 
 typedef struct {
     ladle_config cfg;
@@ -26,10 +32,18 @@ typedef struct {
     ladle_corpus corpus;
     ladle_log log;
     int b_lo, b_hi;            /* this rank's sequences of the global batch */
-    /* owned slices (shard.slice floats each, zero padding past shard.hi) */
-    float *param_slice, *grad_slice, *adam_m, *adam_v;
+    /* owned slices (shard.slice floats each, zero padding past shard.hi): S, the merged
+     * Theta, the summed gradient, AdamW moments of S */
+    float *param_slice, *merged_slice, *grad_slice, *adam_m, *adam_v;
     /* full vectors (shard.padded floats): merged parameters and this rank's gradient */
     float *params, *grads;
+    /* Soup-of-Experts (soup.n = 0: a dense model) */
+    ladle_soup soup;
+    ladle_router router;
+    float *router_params, *router_grads, *router_m, *router_v;
+    ladle_router_cache router_cache;
+    float *h, *alpha;          /* this step's domain weights [k] and coefficients [n] */
+    double *reduced;           /* [3 + n]: loss sum, |dS|^2, |dE|^2, dalpha */
     ladle_activations acts;
     uint8_t *tokens, *targets;
     long step;                 /* optimizer steps done */
@@ -42,7 +56,12 @@ void ladle_trainer_free(ladle_trainer *tr);
 /* One optimizer step; returns the mean training loss over the global batch. */
 double ladle_trainer_step(ladle_trainer *tr, ladle_step_stats *stats);
 
-/* Evaluate on every domain's valid split and log the results. */
+/* Theta(h) into tr->params on every rank (router, merge, all-gather); h may be NULL for
+ * a dense model. */
+void ladle_trainer_gather_theta(ladle_trainer *tr, const float *h);
+
+/* Evaluate on every domain's valid split and log the results: the generic model
+ * (uniform h) and, for a soup, each domain's specialist Theta(one-hot h). */
 void ladle_trainer_eval(ladle_trainer *tr);
 
 /* The whole run: steps, periodic evaluation, model file at the end (and every

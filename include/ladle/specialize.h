@@ -1,0 +1,27 @@
+/* specialize: turning a trained soup into specialists (METHODS.md section 1,
+ * "Specialising"): domain weights from names or from example texts, and instantiation
+ * Theta(h) = S + sum_j alpha_j(h) E_j written as a plain dense model. */
+#ifndef LADLE_SPECIALIZE_H
+#define LADLE_SPECIALIZE_H
+
+#include "ladle/ckpt.h"
+
+/* "NAME=W,NAME=W,..." -> h over the soup's domains, normalised to sum 1. Unknown names,
+ * negative or non-numeric weights and an all-zero h are usage errors. */
+void ladle_weights_parse(const ladle_ckpt_loaded *soup, const char *spec, float *h);
+
+/* h from example files: every file is a document; each is embedded and assigned to the
+ * nearest centroid of the clusters stored in corpus_path, h = normalised histogram. The
+ * corpus must be the clustered one the soup was trained on (same k). */
+void ladle_weights_like(const ladle_ckpt_loaded *soup, const char *corpus_path, char *const *files, int n_files,
+                        float *h);
+
+/* Collective: writes Theta(h) as kind "instantiated" (h, alpha and the source recorded).
+ * alpha_out (may be NULL) receives the coefficients used. */
+void ladle_instantiate(const ladle_ckpt_loaded *soup, const char *soup_path, const float *h, const char *out_path,
+                       float *alpha_out);
+
+/* Print the largest entries of h (at most `top`) as "name w, name w, ...". */
+void ladle_weights_print(FILE *out, const ladle_ckpt_loaded *soup, const float *h, int top);
+
+#endif

@@ -1,0 +1,144 @@
+/* router: the Soup-of-Experts router MLP (see router.h and METHODS.md section 1).
+ *
+ * It runs once per step on one input h, so both linear layers are matmuls with N = 1:
+ * tiny, but they go through the same BLIS-backed kernels as the model so there is one
+ * implementation of a linear layer to trust. */
+#include "ladle/router.h"
+#include "ladle/error.h"
+#include "ladle/kernels.h"
+#include "ladle/rng.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The stream of the router's initial weights: apart from the model's INIT stream, whose
+ * step (tensor id) range would otherwise collide with the router's tensor ids 0..3. */
+#define ROUTER_INIT_STREAM (LADLE_STREAM_INIT + 100)
+
+enum { W1, B1, W2, B2 };
+
+static void set_tensor(ladle_router *r, int i, const char *name, int rows, int cols, int decay)
+{
+    ladle_tensor *t = &r->tensors[i];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    /* 1-D tensors as in model.c: ndim 1, shape [rows, 1] */
+    t->ndim = cols > 0 ? 2 : 1;
+    t->shape[0] = rows;
+    t->shape[1] = cols > 0 ? cols : 1;
+    t->size = (size_t)rows * (size_t)t->shape[1];
+    t->offset = r->n_params;
+    t->decay = decay;
+    /* init_std = init_value = 0: the uniform init is ladle_router_init's, not the
+     * model's normal/constant scheme */
+    t->init_std = 0.0f;
+    t->init_value = 0.0f;
+    r->n_params += t->size;
+}
+
+void ladle_router_create(ladle_router *router, int k, int hidden, int n, ladle_alpha_kind alpha_kind)
+{
+    LADLE_CHECK(k > 0 && hidden > 0 && n > 0, "bad router shape k %d, hidden %d, n %d", k, hidden, n);
+    LADLE_CHECK(alpha_kind == LADLE_ALPHA_RAW || alpha_kind == LADLE_ALPHA_SOFTMAX, "bad router alpha kind %d",
+                (int)alpha_kind);
+    memset(router, 0, sizeof *router);
+    router->k = k;
+    router->hidden = hidden;
+    router->n = n;
+    router->alpha_kind = alpha_kind;
+    set_tensor(router, W1, "router.w1", hidden, k, 1);
+    set_tensor(router, B1, "router.b1", hidden, 0, 0);
+    set_tensor(router, W2, "router.w2", n, hidden, 1);
+    set_tensor(router, B2, "router.b2", n, 0, 0);
+}
+
+void ladle_router_init(const ladle_router *router, float *params, uint64_t seed)
+{
+    for (int i = 0; i < 4; i++) {
+        const ladle_tensor *t = &router->tensors[i];
+        /* nn.Linear: fan_in is the layer's input width, for its bias too */
+        int fan_in = (i == W1 || i == B1) ? router->k : router->hidden;
+        float bound = 1.0f / sqrtf((float)fan_in);
+        for (size_t j = 0; j < t->size; j++) {
+            float u = ladle_rng_uniform(seed, (uint64_t)i, ROUTER_INIT_STREAM, (uint64_t)j);
+            params[t->offset + j] = (2.0f * u - 1.0f) * bound;
+        }
+    }
+}
+
+void ladle_router_cache_create(ladle_router_cache *cache, const ladle_router *router)
+{
+    cache->pre = ladle_malloc((size_t)router->hidden * sizeof(float), "router cache");
+    cache->hidden = ladle_malloc((size_t)router->hidden * sizeof(float), "router cache");
+    cache->alpha = ladle_malloc((size_t)router->n * sizeof(float), "router cache");
+}
+
+void ladle_router_cache_free(ladle_router_cache *cache)
+{
+    free(cache->pre);
+    free(cache->hidden);
+    free(cache->alpha);
+    cache->pre = cache->hidden = cache->alpha = NULL;
+}
+
+/* In place, max-subtracted so that large logits do not overflow. */
+static void softmax_inplace(float *x, int n)
+{
+    float m = x[0];
+    for (int j = 1; j < n; j++) m = x[j] > m ? x[j] : m;
+    double sum = 0.0;
+    for (int j = 0; j < n; j++) {
+        x[j] = expf(x[j] - m);
+        sum += x[j];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int j = 0; j < n; j++) x[j] *= inv;
+}
+
+void ladle_router_forward(const ladle_router *router, const float *params, const float *h, float *alpha,
+                          ladle_router_cache *cache)
+{
+    const int k = router->k, H = router->hidden, n = router->n;
+    const ladle_tensor *t = router->tensors;
+    ladle_router_cache scratch = {0};
+    ladle_router_cache *c = cache;
+    if (!c) {
+        ladle_router_cache_create(&scratch, router);
+        c = &scratch;
+    }
+    matmul_forward(c->pre, h, params + t[W1].offset, params + t[B1].offset, 1, k, H);
+    for (int i = 0; i < H; i++) c->hidden[i] = c->pre[i] > 0.0f ? c->pre[i] : 0.0f;
+    matmul_forward(alpha, c->hidden, params + t[W2].offset, params + t[B2].offset, 1, H, n);
+    if (router->alpha_kind == LADLE_ALPHA_SOFTMAX) softmax_inplace(alpha, n);
+    if (cache) memcpy(cache->alpha, alpha, (size_t)n * sizeof(float));
+    else ladle_router_cache_free(&scratch);
+}
+
+void ladle_router_backward(const ladle_router *router, const float *params, const float *h,
+                           const ladle_router_cache *cache, const float *dalpha, float *dparams)
+{
+    LADLE_CHECK(cache && cache->pre && cache->hidden && cache->alpha, "router backward needs the forward cache");
+    const int k = router->k, H = router->hidden, n = router->n;
+    const ladle_tensor *t = router->tensors;
+    /* one block: dz [n] | dhidden [H] | dh [k] (dh is computed by the kernel, unused:
+     * h is data, not a parameter) */
+    float *work = ladle_calloc((size_t)n + (size_t)H + (size_t)k, sizeof(float), "router backward");
+    float *dz = work, *dhid = work + n, *dh = work + n + H;
+
+    if (router->alpha_kind == LADLE_ALPHA_SOFTMAX) {
+        /* softmax Jacobian: dz_j = alpha_j (dalpha_j - sum_i alpha_i dalpha_i) */
+        double dot = 0.0;
+        for (int j = 0; j < n; j++) dot += (double)cache->alpha[j] * dalpha[j];
+        for (int j = 0; j < n; j++) dz[j] = cache->alpha[j] * (dalpha[j] - (float)dot);
+    } else {
+        memcpy(dz, dalpha, (size_t)n * sizeof(float));
+    }
+    matmul_backward(dhid, dparams + t[W2].offset, dparams + t[B2].offset, dz, cache->hidden,
+                    params + t[W2].offset, 1, H, n);
+    /* ReLU: the gradient passes where the pre-activation was positive (0 at the kink) */
+    for (int i = 0; i < H; i++) dhid[i] = cache->pre[i] > 0.0f ? dhid[i] : 0.0f;
+    matmul_backward(dh, dparams + t[W1].offset, dparams + t[B1].offset, dhid, h, params + t[W1].offset, 1, k, H);
+    free(work);
+}
