@@ -202,7 +202,7 @@ static float *load_theta(const char *path, const char *weights, ladle_ckpt_loade
 {
     ladle_ckpt_load(path, MPI_COMM_WORLD, m);
     if (m->soup.n == 0) {
-        if (weights) ladle_usage_error("--weights: '%s' is a %s model, not a soup", path, m->kind);
+        if (weights) ladle_usage_error("--weights: '%s' is not a soup (its kind is '%s')", path, m->kind);
         return ladle_ckpt_gather_theta(m, NULL, NULL);
     }
     float *h = soup_weights(m, weights);
@@ -326,7 +326,7 @@ static int cmd_instantiate(int argc, char **argv)
     double start = MPI_Wtime();
     ladle_ckpt_loaded m;
     ladle_ckpt_load(soup_path, MPI_COMM_WORLD, &m);
-    if (m.soup.n == 0) ladle_usage_error("instantiate: '%s' is a %s model, not a soup (soup.experts = 0)", soup_path, m.kind);
+    if (m.soup.n == 0) ladle_usage_error("instantiate: '%s' is not a soup (its kind is '%s')", soup_path, m.kind);
     double loaded = MPI_Wtime();
     float *h = ladle_calloc((size_t)m.n_domains, sizeof(float), "domain weights");
     if (weights) ladle_weights_parse(&m, weights, h);

@@ -231,7 +231,10 @@ static void test_embedding(void)
 /* ---- k-means -------------------------------------------------------------------- */
 
 /* n points around k random unit directions in d dimensions, point i from cluster i % k
- * (so the clusters are interleaved), normalised. */
+ * (so the clusters are interleaved), normalised. Noise 0.03 per coordinate in 32
+ * dimensions puts points ~0.03 (cosine distance) from each other within a cluster and
+ * ~1 across: k-means++ then seeds every cluster. (At noise 0.08 the within-cluster total
+ * rivals the rest and any k-means++ sometimes seeds a cluster twice.) */
 static void synthetic(float *x, int *truth, float *dirs, size_t n, int d, int k, float noise, uint64_t seed)
 {
     for (int j = 0; j < k; j++) {
@@ -279,8 +282,8 @@ static void test_kmeans(void)
     int truth[N], assign[N], assign2[N];
     float c1[K * D], c2[K * D];
     int all_seeds_ok = 1;
-    for (uint64_t seed = 1; seed <= 10; seed++) {
-        synthetic(x, truth, dirs, N, D, K, 0.08f, seed);
+    for (uint64_t seed = 1; seed <= 20; seed++) {
+        synthetic(x, truth, dirs, N, D, K, 0.03f, seed);
         ladle_kmeans(x, N, D, K, seed, 100, c1, assign);
         if (!same_partition(assign, truth, N, K)) {
             all_seeds_ok = 0;
@@ -289,7 +292,7 @@ static void test_kmeans(void)
     }
     EXPECT(&T, all_seeds_ok, "k-means did not recover well-separated clusters for every seed");
 
-    synthetic(x, truth, dirs, N, D, K, 0.08f, 42);
+    synthetic(x, truth, dirs, N, D, K, 0.03f, 42);
     ladle_kmeans(x, N, D, K, 5, 100, c1, assign);
     ladle_kmeans(x, N, D, K, 5, 100, c2, assign2);
     EXPECT(&T, memcmp(c1, c2, sizeof c1) == 0 && memcmp(assign, assign2, sizeof assign) == 0,
@@ -297,13 +300,13 @@ static void test_kmeans(void)
     double worst = 0;
     for (int j = 0; j < K; j++) worst = fmax(worst, fabs(norm(c1 + j * D, D) - 1));
     EXPECT(&T, worst < 1e-5, "centroids not unit norm (off by %g)", worst);
+    EXPECT(&T, same_partition(assign, truth, N, K), "k-means missed the partition (data seed 42)");
     /* each centroid lies along one of the true directions */
     int aligned = 1;
     for (int j = 0; j < K; j++) {
         double best = -1;
         for (int t = 0; t < K; t++) best = fmax(best, cosine(c1 + j * D, dirs + t * D, D));
         aligned &= best > 0.95;
-        printf("centroid %d best %.4f partition %d\n", j, best, same_partition(assign, truth, N, K));
     }
     EXPECT(&T, aligned, "a centroid is not along a true direction");
 
