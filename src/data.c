@@ -94,23 +94,30 @@ static void read_bytes(hid_t dset, uint8_t *buf, size_t n)
     H5_CHECK(H5Sclose(fspace));
 }
 
-/* One split of one domain: its bytes, and its document count from the offsets. */
+/* One split of one domain: its bytes, and its documents' offsets. */
 static void read_split(corpus_reader *r, hid_t group, const char *domain, const char *split,
-                       uint8_t **data, size_t *bytes, size_t *docs)
+                       uint8_t **data, size_t *bytes, size_t *docs, uint64_t **doc_offsets)
 {
     char offsets_name[32];
     snprintf(offsets_name, sizeof offsets_name, "%s_offsets", split);
     size_t n_offsets = 0;
     hid_t offsets = open_vector(r, group, domain, offsets_name, sizeof(uint64_t), &n_offsets);
-    H5_CHECK(H5Dclose(offsets));
     if (n_offsets == 0)
         reject(r, "corpus '%s' is damaged: '%s' of domain '%s' is empty", r->path, offsets_name, domain);
     *docs = n_offsets - 1;
+    *doc_offsets = ladle_malloc(n_offsets * sizeof(uint64_t), "document offsets");
+    H5_CHECK(H5Dread(offsets, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, *doc_offsets));
+    H5_CHECK(H5Dclose(offsets));
 
     hid_t dset = open_vector(r, group, domain, split, 1, bytes);
     *data = ladle_malloc(*bytes, "corpus split");
     if (*bytes) read_bytes(dset, *data, *bytes);
     H5_CHECK(H5Dclose(dset));
+    /* offsets must be non-decreasing and end at the split's length */
+    int ok = (*doc_offsets)[0] == 0 && (*doc_offsets)[*docs] == *bytes;
+    for (size_t i = 0; ok && i < *docs; i++) ok = (*doc_offsets)[i] <= (*doc_offsets)[i + 1];
+    if (!ok) reject(r, "corpus '%s' is damaged: '%s' of domain '%s' does not index its %zu bytes", r->path,
+                    offsets_name, domain, *bytes);
 }
 
 void ladle_corpus_open_group(ladle_corpus *corpus, const char *path, const char *group, MPI_Comm comm)
@@ -145,8 +152,8 @@ void ladle_corpus_open_group(ladle_corpus *corpus, const char *path, const char 
 
         hid_t g = H5Gopen2(domains, d->name, H5P_DEFAULT);
         if (g < 0) reject(&r, "corpus '%s' is damaged: %s/%s is not a group", path, group, d->name);
-        read_split(&r, g, d->name, "train", &d->train, &d->train_bytes, &d->train_docs);
-        read_split(&r, g, d->name, "valid", &d->valid, &d->valid_bytes, &d->valid_docs);
+        read_split(&r, g, d->name, "train", &d->train, &d->train_bytes, &d->train_docs, &d->train_offsets);
+        read_split(&r, g, d->name, "valid", &d->valid, &d->valid_bytes, &d->valid_docs, &d->valid_offsets);
         H5_CHECK(H5Gclose(g));
         if (d->train_bytes == 0)
             reject(&r, "domain '%s' in corpus '%s' has no train bytes", d->name, path);
@@ -167,6 +174,8 @@ void ladle_corpus_free(ladle_corpus *corpus)
         for (int i = 0; i < corpus->n_domains; i++) {
             free(corpus->domains[i].train);
             free(corpus->domains[i].valid);
+            free(corpus->domains[i].train_offsets);
+            free(corpus->domains[i].valid_offsets);
         }
         free(corpus->domains);
     }

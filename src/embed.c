@@ -9,6 +9,7 @@
 #include "ladle/kernels.h"
 #include "ladle/rng.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -236,7 +237,7 @@ static void kmeanspp(const float *x, size_t n, int d, int k, uint64_t seed, floa
 void ladle_kmeans(const float *x, size_t n, int d, int k, uint64_t seed, int max_iters,
                   float *centroids, int *assign)
 {
-    LADLE_CHECK(k >= 1 && (size_t)k <= n && d >= 1 && max_iters >= 1,
+    LADLE_CHECK(k >= 1 && (size_t)k <= n && n <= INT_MAX && d >= 1 && max_iters >= 1,
                 "k-means: need 1 <= k <= n and max_iters >= 1 (k = %d, n = %zu, d = %d, max_iters = %d)", k, n, d,
                 max_iters);
     kmeanspp(x, n, d, k, seed, centroids);

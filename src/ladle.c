@@ -216,22 +216,64 @@ static float *load_theta(const char *path, const char *weights, ladle_ckpt_loade
     return theta;
 }
 
+/* 'ladle eval SOUP --specialize': specialists vs the generic model, per domain */
+static int eval_specialize(const char *soup_path, const char *corpus_path, const char *baseline_path, int examples,
+                           int windows, int batch, int json, const char *json_out)
+{
+    ladle_ckpt_loaded soup, baseline;
+    ladle_ckpt_load(soup_path, MPI_COMM_WORLD, &soup);
+    if (soup.soup.n == 0) ladle_usage_error("--specialize: '%s' is not a soup (its kind is '%s')", soup_path, soup.kind);
+    if (baseline_path) ladle_ckpt_load(baseline_path, MPI_COMM_WORLD, &baseline);
+    if (baseline_path && baseline.soup.n > 0)
+        ladle_usage_error("--baseline: '%s' is a soup; give a dense model", baseline_path);
+    int max_rows = 4096;
+    ladle_specialize_row *rows = ladle_calloc((size_t)max_rows, sizeof *rows, "specialist table");
+    int n = ladle_specialize_eval(&soup, corpus_path, baseline_path ? &baseline : NULL, examples, windows, batch, rows,
+                                  max_rows);
+    if (world_rank() == 0) {
+        if (json) ladle_specialize_print_json(stdout, rows, n);
+        else {
+            printf("specialists of %s on %s (%d example documents each)%s%s\n", soup_path, corpus_path, examples,
+                   baseline_path ? ", baseline " : "", baseline_path ? baseline_path : "");
+            ladle_specialize_print_table(stdout, rows, n);
+        }
+        if (json_out) {
+            FILE *f = fopen(json_out, "w");
+            LADLE_CHECK(f, "cannot write '%s': %s", json_out, strerror(errno));
+            ladle_specialize_print_json(f, rows, n);
+            LADLE_CHECK(fclose(f) == 0, "cannot write '%s': %s", json_out, strerror(errno));
+        }
+    }
+    free(rows);
+    if (baseline_path) ladle_ckpt_loaded_free(&baseline);
+    ladle_ckpt_loaded_free(&soup);
+    return 0;
+}
+
 static int cmd_eval(int argc, char **argv)
 {
-    const char *model_path = NULL, *corpus_path = NULL, *weights = NULL;
-    int json = 0, windows = 64, batch = 8;
+    const char *model_path = NULL, *corpus_path = NULL, *weights = NULL, *baseline = NULL, *json_out = NULL;
+    int json = 0, windows = 64, batch = 8, specialize = 0, examples = 8;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help")) {
             if (world_rank() == 0)
                 printf("usage: ladle eval MODEL.h5 --corpus CORPUS.h5 [--weights NAME=W,...] [--json] [--windows N] [--batch N]\n"
+                       "       ladle eval SOUP.h5 --corpus CORPUS.h5 --specialize [--examples M] [--baseline MODEL.h5]\n"
+                       "                  [--json-out TABLE.json]\n"
                        "Loss on every domain's valid split (N windows of the model's context per domain), in bits\n"
-                       "per byte. A soup is evaluated at --weights (default: uniform). Runs under mpiexec too:\n"
-                       "windows are split across ranks.\n");
+                       "per byte. A soup is evaluated at --weights (default: uniform). --specialize instantiates a\n"
+                       "specialist per domain (from M of its train documents on a clustered corpus, one-hot h\n"
+                       "otherwise) and compares it with the soup at uniform h and with --baseline. Runs under\n"
+                       "mpiexec too: windows are split across ranks.\n");
             return 0;
         } else if (!strcmp(a, "--corpus")) corpus_path = need_value(argc, argv, &i);
         else if (!strcmp(a, "--weights")) weights = need_value(argc, argv, &i);
         else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--specialize")) specialize = 1;
+        else if (!strcmp(a, "--examples")) examples = (int)parse_long(a, need_value(argc, argv, &i), 1);
+        else if (!strcmp(a, "--baseline")) baseline = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--json-out")) json_out = need_value(argc, argv, &i);
         else if (!strcmp(a, "--windows")) windows = (int)parse_long(a, need_value(argc, argv, &i), 1);
         else if (!strcmp(a, "--batch")) batch = (int)parse_long(a, need_value(argc, argv, &i), 1);
         else if (a[0] == '-') ladle_usage_error("eval: unknown option '%s'", a);
@@ -239,6 +281,11 @@ static int cmd_eval(int argc, char **argv)
         else ladle_usage_error("eval: unexpected argument '%s'", a);
     }
     if (!model_path || !corpus_path) ladle_usage_error("eval: usage: ladle eval MODEL.h5 --corpus CORPUS.h5");
+    if (specialize) {
+        if (weights) ladle_usage_error("eval: --specialize chooses the weights itself; drop --weights");
+        return eval_specialize(model_path, corpus_path, baseline, examples, windows, batch, json, json_out);
+    }
+    if (baseline || json_out) ladle_usage_error("eval: --baseline and --json-out go with --specialize");
     ladle_ckpt_loaded m;
     float *params = load_theta(model_path, weights, &m);
     ladle_corpus corpus;

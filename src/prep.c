@@ -431,6 +431,12 @@ static void keep_source(clustering *c, int i, domain_walk *w)
     c->valid[i] = w->valid;
     memset(&w->train, 0, sizeof w->train);
     memset(&w->valid, 0, sizeof w->valid);
+    /* growth by doubling left up to twice the text allocated: hand the slack back */
+    split_buf *kept[2] = {&c->train[i], &c->valid[i]};
+    for (int t = 0; t < 2; t++) {
+        uint8_t *q = kept[t]->bytes ? realloc(kept[t]->data, kept[t]->bytes) : NULL;
+        if (q) { kept[t]->data = q; kept[t]->cap = kept[t]->bytes; }
+    }
     embed_split(c, &c->train[i], &c->train_x, &c->n_train, &c->train_cap);
     embed_split(c, &c->valid[i], &c->valid_x, &c->n_valid, &c->valid_cap);
 }

@@ -1,6 +1,8 @@
 #include "ladle/specialize.h"
 #include "ladle/embed.h"
 #include "ladle/error.h"
+#include "ladle/eval.h"
+#include "ladle/h5io.h"
 
 #include <errno.h>
 #include <math.h>
@@ -129,13 +131,157 @@ static int by_weight_desc(const void *a, const void *b)
     return (x->w < y->w) - (x->w > y->w);
 }
 
-void ladle_weights_print(FILE *out, const ladle_ckpt_loaded *soup, const float *h, int top)
+/* "name w, name w, ..." for the largest `top` entries of h */
+static void weights_format(char *buf, size_t len, const ladle_ckpt_loaded *soup, const float *h, int top)
 {
     int k = soup->n_domains;
     weight_entry *e = ladle_calloc((size_t)k, sizeof *e, "weights");
     for (int d = 0; d < k; d++) { e[d].w = h[d]; e[d].d = d; }
     qsort(e, (size_t)k, sizeof *e, by_weight_desc);
-    for (int i = 0; i < k && i < top && e[i].w > 0; i++)
-        fprintf(out, "%s%s %.3f", i ? ", " : "", soup->domain_names[e[i].d], e[i].w);
+    buf[0] = '\0';
+    for (int i = 0; i < k && i < top && e[i].w > 0; i++) {
+        size_t used = strlen(buf);
+        snprintf(buf + used, len - used, "%s%s %.3f", i ? ", " : "", soup->domain_names[e[i].d], e[i].w);
+    }
     free(e);
+}
+
+void ladle_weights_print(FILE *out, const ladle_ckpt_loaded *soup, const float *h, int top)
+{
+    char buf[1024];
+    weights_format(buf, sizeof buf, soup, h, top);
+    fputs(buf, out);
+}
+
+/* Does the corpus file have a top-level group? (every rank opens it alike) */
+static int corpus_has_group(const char *path, const char *group)
+{
+    hid_t file = ladle_h5_open_ladle_file(path, "corpus", LADLE_CORPUS_FORMAT, LADLE_CORPUS_VERSION, MPI_COMM_SELF);
+    htri_t has = H5Lexists(file, group, H5P_DEFAULT);
+    H5_CHECK(has);
+    H5_CHECK(H5Fclose(file));
+    return has > 0;
+}
+
+/* Evaluate full parameters on one domain's valid windows, in bits per byte. */
+static double domain_bpb(const ladle_model *model, const float *theta, ladle_activations *acts,
+                         const ladle_domain *domain, int windows, MPI_Comm comm, int *n_windows)
+{
+    ladle_eval_result r;
+    ladle_eval_domain(model, theta, acts, domain, windows, &r, comm);
+    *n_windows = r.windows;
+    return r.bpb;
+}
+
+int ladle_specialize_eval(const ladle_ckpt_loaded *soup, const char *corpus_path, const ladle_ckpt_loaded *baseline,
+                          int examples, int windows, int batch, ladle_specialize_row *rows, int max_rows)
+{
+    MPI_Comm comm = soup->shard.comm;
+    const int k = soup->n_domains;
+    if (baseline && baseline->model.context != soup->model.context)
+        ladle_usage_error("--baseline: context %d differs from the soup's %d", baseline->model.context,
+                          soup->model.context);
+    int clustered = corpus_has_group(corpus_path, "sources");
+    ladle_corpus corpus;
+    ladle_corpus_open_group(&corpus, corpus_path, clustered ? "sources" : "domains", comm);
+    ladle_corpus_check_context(&corpus, corpus_path, soup->model.context);
+    ladle_clusters clusters;
+    if (clustered) {
+        ladle_clusters_load(&clusters, corpus_path);
+        if (clusters.k != k)
+            ladle_usage_error("corpus '%s' has %d clusters but the soup was trained on %d domains", corpus_path,
+                              clusters.k, k);
+    }
+    LADLE_CHECK(corpus.n_domains <= max_rows, "too many domains for the table");
+
+    ladle_activations acts;
+    ladle_activations_create(&acts, &soup->model, batch);
+    float *h = ladle_calloc((size_t)k, sizeof(float), "domain weights");
+    for (int d = 0; d < k; d++) h[d] = 1.0f / (float)k;
+    float *generic = ladle_ckpt_gather_theta(soup, h, NULL);
+    float *base = baseline ? ladle_ckpt_gather_theta(baseline, NULL, NULL) : NULL;
+    const uint8_t **docs = ladle_calloc((size_t)(examples > 0 ? examples : 1), sizeof *docs, "examples");
+    size_t *lens = ladle_calloc((size_t)(examples > 0 ? examples : 1), sizeof *lens, "example lengths");
+
+    for (int d = 0; d < corpus.n_domains; d++) {
+        const ladle_domain *dom = &corpus.domains[d];
+        ladle_specialize_row *row = &rows[d];
+        memset(row, 0, sizeof *row);
+        snprintf(row->domain, sizeof row->domain, "%s", dom->name);
+        if (clustered) {
+            /* m train documents, evenly spaced: the "handful of example texts" */
+            size_t m = (size_t)examples < dom->train_docs ? (size_t)examples : dom->train_docs;
+            for (size_t i = 0; i < m; i++) {
+                size_t doc = i * dom->train_docs / m;
+                docs[i] = dom->train + dom->train_offsets[doc];
+                lens[i] = (size_t)(dom->train_offsets[doc + 1] - dom->train_offsets[doc]);
+            }
+            ladle_clusters_histogram(&clusters, docs, lens, m, h);
+        } else {
+            int index = ladle_ckpt_domain_index(soup, dom->name);
+            if (index < 0) ladle_usage_error("domain '%s' of corpus '%s' is not one of the soup's", dom->name, corpus_path);
+            memset(h, 0, (size_t)k * sizeof(float));
+            h[index] = 1.0f;
+        }
+        weights_format(row->h_top, sizeof row->h_top, soup, h, 3);
+        float *special = ladle_ckpt_gather_theta(soup, h, NULL);
+        row->generic_bpb = domain_bpb(&soup->model, generic, &acts, dom, windows, comm, &row->windows);
+        row->specialist_bpb = domain_bpb(&soup->model, special, &acts, dom, windows, comm, &row->windows);
+        row->baseline_bpb = NAN;
+        if (base) {
+            ladle_activations bacts;
+            ladle_activations_create(&bacts, &baseline->model, batch);
+            row->baseline_bpb = domain_bpb(&baseline->model, base, &bacts, dom, windows, comm, &row->windows);
+            ladle_activations_free(&bacts);
+        }
+        free(special);
+    }
+    int n = corpus.n_domains;
+    free(docs);
+    free(lens);
+    free(generic);
+    free(base);
+    free(h);
+    ladle_activations_free(&acts);
+    if (clustered) ladle_clusters_free(&clusters);
+    ladle_corpus_free(&corpus);
+    return n;
+}
+
+void ladle_specialize_print_table(FILE *out, const ladle_specialize_row *rows, int n)
+{
+    int base = n > 0 && !isnan(rows[0].baseline_bpb);
+    fprintf(out, "%-16s %7s %9s %9s %9s %8s  %s\n", "domain", "windows", base ? "baseline" : "", "soup h=1/k",
+            "special", base ? "delta" : "delta*", "h (top)");
+    double sb = 0, sg = 0, ss = 0;
+    for (int i = 0; i < n; i++) {
+        const ladle_specialize_row *r = &rows[i];
+        double ref = base ? r->baseline_bpb : r->generic_bpb;
+        char bcol[16] = "";
+        if (base) snprintf(bcol, sizeof bcol, "%9.4f", r->baseline_bpb);
+        fprintf(out, "%-16s %7d %9s %9.4f %9.4f %+8.4f  %s\n", r->domain, r->windows, bcol, r->generic_bpb,
+                r->specialist_bpb, r->specialist_bpb - ref, r->h_top);
+        sb += r->baseline_bpb; sg += r->generic_bpb; ss += r->specialist_bpb;
+    }
+    if (n > 0) {
+        char bcol[16] = "";
+        if (base) snprintf(bcol, sizeof bcol, "%9.4f", sb / n);
+        fprintf(out, "%-16s %7s %9s %9.4f %9.4f %+8.4f\n", "mean", "", bcol, sg / n, ss / n,
+                (ss - (base ? sb : sg)) / n);
+    }
+    fprintf(out, "bits per byte on each domain's valid split; delta = specialist - %s\n",
+            base ? "baseline (generic model)" : "soup at uniform h (*: no --baseline given)");
+}
+
+void ladle_specialize_print_json(FILE *out, const ladle_specialize_row *rows, int n)
+{
+    fprintf(out, "{\"rows\": [");
+    for (int i = 0; i < n; i++) {
+        const ladle_specialize_row *r = &rows[i];
+        fprintf(out, "%s{\"domain\": \"%s\", \"windows\": %d, \"soup_uniform_bpb\": %.7g, \"specialist_bpb\": %.7g",
+                i ? ", " : "", r->domain, r->windows, r->generic_bpb, r->specialist_bpb);
+        if (!isnan(r->baseline_bpb)) fprintf(out, ", \"baseline_bpb\": %.7g", r->baseline_bpb);
+        fprintf(out, ", \"h_top\": \"%s\"}", r->h_top);
+    }
+    fprintf(out, "]}\n");
 }

@@ -13,6 +13,22 @@
  *   losses.txt            the mean loss before each of cfg.steps AdamW steps on the same batch
  *   steps.txt             per step: "t lr grad_norm clip_factor" (diagnostics)
  *
+ * With soup.experts = n > 0 the model is a Soup-of-Experts (METHODS.md section 1) with a
+ * fixed domain weight vector h over K_DOMAINS = 5 domains; one process owns everything
+ * (a shard over MPI_COMM_SELF). params.bin is then S, logits and loss are those of
+ * Theta = S + sum_j alpha_j E_j, grads.bin is g = dS, and additionally:
+ *   theta.bin             Theta (the merged flat vector)
+ *   experts.bin           [n x (bank_hi - bank_lo)] the bank, expert j's part of the range
+ *   expert_grads.bin      [n x (bank_hi - bank_lo)] dE_j = alpha_j g on the bank range
+ *   router.bin            the router's flat parameters (router_tensor lines)
+ *   router_grads.bin      d(loss)/d(router parameters), from ladle_router_backward
+ *   h.bin alpha.bin       [k] the domain weights, [n] alpha = router(h)
+ *   dalpha.bin            [n] dalpha_j = <E_j, g>, from ladle_soup_alpha_grad
+ * and the manifest adds "soup n", "k K", "bank_lo", "bank_hi", "router_params" and one
+ * "router_tensor NAME OFFSET ROWS COLS" line per router tensor. losses.txt / steps.txt
+ * are then cfg.steps full soup steps as ladle_trainer_step takes them (single process),
+ * on the same batch and the same h; grad_norm is the global norm over S, E and router.
+ *
  * Not an MPI program (run it without mpiexec); MPI is initialised only because the
  * library's error paths use it. */
 #include "ladle/config.h"
@@ -20,6 +36,9 @@
 #include "ladle/model.h"
 #include "ladle/optim.h"
 #include "ladle/rng.h"
+#include "ladle/router.h"
+#include "ladle/shard.h"
+#include "ladle/soup.h"
 
 #include <errno.h>
 #include <math.h>
@@ -36,7 +55,12 @@ static const char *const TOOL_DEFAULTS[] = {
     "model.layers=2", "model.dim=32", "model.heads=4", "model.context=16",
     "model.init_std=0.1", "train.batch=3", "train.steps=10", "train.warmup=3",
     "train.clip=0.5", "train.weight_decay=0.1", "train.lr=1e-2", "train.seed=7",
+    "router.hidden=16", "soup.expert_init_std=0.05",
 };
+
+/* The soup's fixed domain weights: non-uniform, on the simplex. */
+#define K_DOMAINS 5
+static const float FIXED_H[K_DOMAINS] = {0.40f, 0.10f, 0.25f, 0.05f, 0.20f};
 
 static int apply_override(ladle_config *cfg, const char *arg)
 {
@@ -81,6 +105,149 @@ static double sum_squares(const float *x, size_t n)
     double s = 0.0;
     for (size_t i = 0; i < n; i++) s += (double)x[i] * (double)x[i];
     return s;
+}
+
+static void write_tensor_lines(FILE *f, const char *tag, const ladle_tensor *tensors, int n_tensors)
+{
+    for (int ti = 0; ti < n_tensors; ti++) {
+        const ladle_tensor *t = &tensors[ti];
+        fprintf(f, "%s %s %zu %d %d\n", tag, t->name, t->offset, t->shape[0], t->ndim == 2 ? t->shape[1] : 1);
+    }
+}
+
+/* soup and router are NULL for a dense model */
+static void write_manifest(const char *dir, const ladle_config *cfg, const ladle_model *model, int B, double loss,
+                           const ladle_soup *soup, const ladle_router *router)
+{
+    FILE *f = open_out(dir, "manifest.txt", "w");
+    char *text = ladle_config_to_text(cfg);
+    fputs(text, f);
+    free(text);
+    fprintf(f, "B %d\n", B);
+    fprintf(f, "n_params %zu\n", model->n_params);
+    fprintf(f, "loss %.9g\n", loss);
+    write_tensor_lines(f, "tensor", model->tensors, model->n_tensors);
+    if (soup) {
+        fprintf(f, "soup %d\n", soup->n);
+        fprintf(f, "k %d\n", router->k);
+        fprintf(f, "bank_lo %zu\n", soup->bank_lo);
+        fprintf(f, "bank_hi %zu\n", soup->bank_hi);
+        fprintf(f, "router_params %zu\n", router->n_params);
+        write_tensor_lines(f, "router_tensor", router->tensors, 4);
+    }
+    close_out(f, dir, "manifest.txt");
+}
+
+/* The Soup-of-Experts dumps (see the top of the file). params holds S, already initialised
+ * as for the dense dumps; everything else is created here. */
+static void run_soup(const char *dir, const ladle_config *cfg, const ladle_model *model, float *params,
+                     ladle_activations *acts, const uint8_t *tokens, const uint8_t *targets)
+{
+    const int B = cfg->batch, T = cfg->context, n = cfg->experts, k = K_DOMAINS;
+    const size_t BT = (size_t)B * (size_t)T, np = model->n_params;
+    const uint64_t seed = (uint64_t)cfg->seed;
+    const float grad_scale = 1.0f / (float)BT;
+
+    /* one process owns the whole vector: slice = n_params, [lo, hi) = [0, n_params) */
+    ladle_shard shard;
+    ladle_shard_create(&shard, np, MPI_COMM_SELF);
+    LADLE_CHECK(shard.lo == 0 && shard.hi == np && shard.slice == np, "single-rank shard is not the whole vector");
+    ladle_soup soup;
+    ladle_soup_create(&soup, model, &shard, n, cfg->experts_on);
+    ladle_soup_init(&soup, cfg->expert_init_std, seed);
+    LADLE_CHECK(soup.own_lo == soup.bank_lo && soup.own_len == soup.bank_hi - soup.bank_lo,
+                "single-rank soup does not own the whole bank range");
+    const size_t pb = soup.own_len;
+
+    ladle_router router;
+    ladle_router_create(&router, k, cfg->router_hidden, n, (ladle_alpha_kind)cfg->router_alpha);
+    const size_t nr = router.n_params;
+    float *rparams = ladle_malloc(nr * sizeof(float), "router parameters");
+    float *rgrads = ladle_calloc(nr, sizeof(float), "router gradients");
+    float *rm = ladle_calloc(nr, sizeof(float), "router adam m");
+    float *rv = ladle_calloc(nr, sizeof(float), "router adam v");
+    ladle_router_init(&router, rparams, seed);
+    ladle_router_cache cache;
+    ladle_router_cache_create(&cache, &router);
+
+    float h[K_DOMAINS];
+    memcpy(h, FIXED_H, sizeof h);
+    float *alpha = ladle_malloc((size_t)n * sizeof(float), "alpha");
+    float *dalpha = ladle_malloc((size_t)n * sizeof(float), "dalpha");
+    float *theta = ladle_malloc(np * sizeof(float), "theta");
+    float *grads = ladle_calloc(np, sizeof(float), "grads");
+    float *m = ladle_calloc(np, sizeof(float), "adam m");
+    float *v = ladle_calloc(np, sizeof(float), "adam v");
+
+    /* ---- one pass at the initial parameters, each piece as ladle_trainer_step does it ---- */
+    ladle_router_forward(&router, rparams, h, alpha, NULL);
+    ladle_soup_merge(&soup, alpha, params, theta, np);
+    double loss = ladle_model_forward(model, theta, acts, tokens, targets, B) / (double)BT;
+    ladle_model_backward(model, theta, grads, acts, tokens, targets, B, grad_scale);
+    memset(dalpha, 0, (size_t)n * sizeof(float));
+    ladle_soup_alpha_grad(&soup, grads, dalpha);
+    ladle_router_forward(&router, rparams, h, cache.alpha, &cache);
+    ladle_router_backward(&router, rparams, h, &cache, dalpha, rgrads);
+
+    /* dE_j = alpha_j g is never stored by the trainer (AdamW forms it on the fly with
+     * ladle_soup_adamw's grad_factor alpha_j * clip): form it here for the check */
+    float *egrads = ladle_malloc((size_t)n * pb * sizeof(float), "expert gradients");
+    for (int j = 0; j < n; j++)
+        for (size_t i = 0; i < pb; i++) egrads[(size_t)j * pb + i] = alpha[j] * grads[soup.own_lo + i];
+
+    write_raw(dir, "params.bin", params, np * sizeof(float));
+    write_raw(dir, "theta.bin", theta, np * sizeof(float));
+    write_raw(dir, "grads.bin", grads, np * sizeof(float));
+    write_raw(dir, "experts.bin", soup.experts, (size_t)n * pb * sizeof(float));
+    write_raw(dir, "expert_grads.bin", egrads, (size_t)n * pb * sizeof(float));
+    write_raw(dir, "router.bin", rparams, nr * sizeof(float));
+    write_raw(dir, "router_grads.bin", rgrads, nr * sizeof(float));
+    write_raw(dir, "h.bin", h, sizeof h);
+    write_raw(dir, "alpha.bin", alpha, (size_t)n * sizeof(float));
+    write_raw(dir, "dalpha.bin", dalpha, (size_t)n * sizeof(float));
+    write_raw(dir, "logits.bin", acts->logits, BT * LADLE_VOCAB * sizeof(float));
+    write_raw(dir, "tokens.bin", tokens, BT);
+    write_raw(dir, "targets.bin", targets, BT);
+    write_manifest(dir, cfg, model, B, loss, &soup, &router);
+    free(egrads);
+
+    /* ---- cfg.steps soup steps on the same batch and the same h: ladle_trainer_step's
+     * sequence on one rank (router forward, merge, forward/backward, global norm over S,
+     * E and the router, clip, AdamW on S, on the bank and on the router) ---- */
+    FILE *fl = open_out(dir, "losses.txt", "w");
+    FILE *fs = open_out(dir, "steps.txt", "w");
+    for (long t = 1; t <= cfg->steps; t++) {
+        ladle_router_forward(&router, rparams, h, alpha, NULL);
+        ladle_soup_merge(&soup, alpha, params, theta, shard.slice);
+        memset(grads, 0, np * sizeof(float));
+        double step_loss = ladle_model_forward(model, theta, acts, tokens, targets, B) / (double)BT;
+        ladle_model_backward(model, theta, grads, acts, tokens, targets, B, grad_scale);
+        double sumsq = sum_squares(grads, np) + ladle_soup_grad_sumsq(&soup, alpha, grads);
+        memset(dalpha, 0, (size_t)n * sizeof(float));
+        ladle_soup_alpha_grad(&soup, grads, dalpha);
+        memset(rgrads, 0, nr * sizeof(float));
+        ladle_router_forward(&router, rparams, h, cache.alpha, &cache);
+        ladle_router_backward(&router, rparams, h, &cache, dalpha, rgrads);
+        sumsq += sum_squares(rgrads, nr);
+        double norm = sqrt(sumsq);
+        float factor = ladle_clip_factor(cfg, norm);
+        float lr = ladle_lr_at(cfg, t - 1);
+        ladle_adamw_update(model->tensors, model->n_tensors, cfg, params, grads, m, v, 0, np, t, lr, factor);
+        ladle_soup_adamw(&soup, model, cfg, alpha, grads, t, lr, factor);
+        ladle_adamw_update(router.tensors, 4, cfg, rparams, rgrads, rm, rv, 0, nr, t, lr, factor);
+        fprintf(fl, "%.9g\n", step_loss);
+        fprintf(fs, "%ld %.9g %.9g %.9g\n", t, (double)lr, norm, (double)factor);
+    }
+    close_out(fl, dir, "losses.txt");
+    close_out(fs, dir, "steps.txt");
+
+    printf("dump_model: %s: soup of %d experts over [%zu, %zu) of %zu parameters, router %zu, B=%d T=%d, "
+           "loss %.6f\n", dir, n, soup.bank_lo, soup.bank_hi, np, nr, B, T, loss);
+
+    ladle_router_cache_free(&cache);
+    free(rparams); free(rgrads); free(rm); free(rv);
+    free(alpha); free(dalpha); free(theta); free(grads); free(m); free(v);
+    ladle_soup_free(&soup);
 }
 
 int main(int argc, char **argv)
@@ -149,6 +316,16 @@ int main(int argc, char **argv)
     ladle_activations_create(&acts, &model, B);
     const float grad_scale = 1.0f / (float)BT;
 
+    if (cfg.experts > 0) {
+        run_soup(dir, &cfg, &model, params, &acts, tokens, targets);
+        ladle_activations_free(&acts);
+        free(params); free(grads); free(m); free(v);
+        free(tokens); free(targets);
+        ladle_model_free(&model);
+        MPI_Finalize();
+        return 0;
+    }
+
     /* ---- one forward + backward at the initial parameters ---- */
     double loss = ladle_model_forward(&model, params, &acts, tokens, targets, B) / (double)BT;
     ladle_model_backward(&model, params, grads, &acts, tokens, targets, B, grad_scale);
@@ -159,18 +336,7 @@ int main(int argc, char **argv)
     write_raw(dir, "tokens.bin", tokens, BT);
     write_raw(dir, "targets.bin", targets, BT);
 
-    FILE *f = open_out(dir, "manifest.txt", "w");
-    char *text = ladle_config_to_text(&cfg);
-    fputs(text, f);
-    free(text);
-    fprintf(f, "B %d\n", B);
-    fprintf(f, "n_params %zu\n", n);
-    fprintf(f, "loss %.9g\n", loss);
-    for (int ti = 0; ti < model.n_tensors; ti++) {
-        const ladle_tensor *t = &model.tensors[ti];
-        fprintf(f, "tensor %s %zu %d %d\n", t->name, t->offset, t->shape[0], t->ndim == 2 ? t->shape[1] : 1);
-    }
-    close_out(f, dir, "manifest.txt");
+    write_manifest(dir, &cfg, &model, B, loss, NULL, NULL);
 
     /* ---- cfg.steps AdamW steps on the same batch ---- */
     FILE *fl = open_out(dir, "losses.txt", "w");

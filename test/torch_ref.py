@@ -175,7 +175,7 @@ def rel_err(a, b):
 
 
 def read_manifest(path):
-    cfg, tensors, meta = {}, [], {}
+    cfg, tensors, rtensors, meta = {}, [], [], {}
     with open(path) as f:
         for line in f:
             line = line.rstrip("\n")
@@ -190,11 +190,12 @@ def read_manifest(path):
                     cfg[key] = value
                 continue
             fields = line.split()
-            if fields[0] == "tensor":
-                tensors.append((fields[1], int(fields[2]), int(fields[3]), int(fields[4])))
+            if fields[0] in ("tensor", "router_tensor"):
+                (tensors if fields[0] == "tensor" else rtensors).append(
+                    (fields[1], int(fields[2]), int(fields[3]), int(fields[4])))
             else:
                 meta[fields[0]] = fields[1]
-    return cfg, meta, tensors
+    return cfg, meta, tensors, rtensors
 
 
 def load_f32(path, count=None):
@@ -209,7 +210,7 @@ def main():
         print("usage: torch_ref.py OUTDIR", file=sys.stderr)
         return 2
     d = sys.argv[1]
-    cfg, meta, tensors = read_manifest(os.path.join(d, "manifest.txt"))
+    cfg, meta, tensors, rtensors = read_manifest(os.path.join(d, "manifest.txt"))
     L, C, NH, T = (int(cfg[k]) for k in ("model.layers", "model.dim", "model.heads", "model.context"))
     B = int(meta["B"])
     n_params = int(meta["n_params"])
@@ -246,6 +247,10 @@ def main():
     # every torch parameter is one of ladle's tensors (nothing untied or missing)
     checks.expect(len({id(p) for p, _ in named.values()}) == len(list(model.parameters())),
                   "torch model has parameters outside ladle's table")
+
+    if "soup" in meta:
+        check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
+        return finish(checks)
 
     def load_params(m, flat):
         with torch.no_grad():
@@ -343,6 +348,10 @@ def main():
     err = abs(c_losses[k] * 1.01 - ref_losses[k]) / max(abs(ref_losses[k]), TINY)
     checks.expect(err > TOL, f"negative control: 1% error in loss {k + 1} NOT flagged (rel. {err:.3e})")
 
+    return finish(checks)
+
+
+def finish(checks):
     print("  max rel. errors: " + ", ".join(f"{k} {v:.2e}" for k, v in checks.worst.items()))
     print(f"torch_ref: {checks.passed} passed, {checks.failed} failed")
     return 0 if checks.failed == 0 and checks.passed > 0 else 1

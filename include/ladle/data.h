@@ -26,9 +26,11 @@ typedef struct {
     uint8_t *train;          /* train split bytes, documents concatenated */
     size_t train_bytes;
     size_t train_docs;
+    uint64_t *train_offsets; /* [train_docs + 1]: document d is [offsets[d], offsets[d+1]) */
     uint8_t *valid;
     size_t valid_bytes;
     size_t valid_docs;
+    uint64_t *valid_offsets; /* [valid_docs + 1] */
 } ladle_domain;
 
 typedef struct {

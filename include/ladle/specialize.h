@@ -21,6 +21,28 @@ void ladle_weights_like(const ladle_ckpt_loaded *soup, const char *corpus_path, 
 void ladle_instantiate(const ladle_ckpt_loaded *soup, const char *soup_path, const float *h, const char *out_path,
                        float *alpha_out);
 
+/* The paper's protocol ('ladle eval --specialize'), one row per evaluated domain. On a
+ * clustered corpus the evaluated domains are its named sources (/sources): h_spe is the
+ * histogram of nearest clusters of `examples` of the source's train documents (evenly
+ * spaced). On a plain corpus they are the soup's own domains and h_spe is one-hot.
+ * Every model is evaluated on the same valid windows of the domain. */
+typedef struct {
+    char domain[LADLE_NAME_MAX];
+    int windows;
+    double generic_bpb;      /* the soup at uniform h */
+    double specialist_bpb;   /* the soup at h_spe */
+    double baseline_bpb;     /* the baseline model; NAN without one */
+    char h_top[160];         /* the largest entries of h_spe, as text */
+} ladle_specialize_row;
+
+/* Collective. rows must hold one entry per evaluated domain (at most max_rows); returns
+ * the number of rows. baseline may be NULL. */
+int ladle_specialize_eval(const ladle_ckpt_loaded *soup, const char *corpus_path, const ladle_ckpt_loaded *baseline,
+                          int examples, int windows, int batch, ladle_specialize_row *rows, int max_rows);
+
+void ladle_specialize_print_table(FILE *out, const ladle_specialize_row *rows, int n);
+void ladle_specialize_print_json(FILE *out, const ladle_specialize_row *rows, int n);
+
 /* Print the largest entries of h (at most `top`) as "name w, name w, ...". */
 void ladle_weights_print(FILE *out, const ladle_ckpt_loaded *soup, const float *h, int top);
 
