@@ -117,13 +117,13 @@ void ladle_router_forward(const ladle_router *router, const float *params, const
 }
 
 void ladle_router_backward(const ladle_router *router, const float *params, const float *h,
-                           const ladle_router_cache *cache, const float *dalpha, float *dparams)
+                           const ladle_router_cache *cache, const float *dalpha, float *dparams, float *dh_out)
 {
     LADLE_CHECK(cache && cache->pre && cache->hidden && cache->alpha, "router backward needs the forward cache");
     const int k = router->k, H = router->hidden, n = router->n;
     const ladle_tensor *t = router->tensors;
-    /* one block: dz [n] | dhidden [H] | dh [k] (dh is computed by the kernel, unused:
-     * h is data, not a parameter) */
+    /* one block: dz [n] | dhidden [H] | dh [k] (the gradient w.r.t. the input h, which
+     * only fitting the weights of a frozen soup needs) */
     float *work = ladle_calloc((size_t)n + (size_t)H + (size_t)k, sizeof(float), "router backward");
     float *dz = work, *dhid = work + n, *dh = work + n + H;
 
@@ -140,5 +140,7 @@ void ladle_router_backward(const ladle_router *router, const float *params, cons
     /* ReLU: the gradient passes where the pre-activation was positive (0 at the kink) */
     for (int i = 0; i < H; i++) dhid[i] = cache->pre[i] > 0.0f ? dhid[i] : 0.0f;
     matmul_backward(dh, dparams + t[W1].offset, dparams + t[B1].offset, dhid, h, params + t[W1].offset, 1, k, H);
+    if (dh_out)
+        for (int i = 0; i < k; i++) dh_out[i] += dh[i];
     free(work);
 }

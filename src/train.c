@@ -194,7 +194,7 @@ double ladle_trainer_step(ladle_trainer *tr, ladle_step_stats *st)
         for (int j = 0; j < n; j++) dalpha[j] = (float)red[3 + j];
         memset(tr->router_grads, 0, tr->router.n_params * sizeof(float));
         ladle_router_forward(&tr->router, tr->router_params, tr->h, tr->router_cache.alpha, &tr->router_cache);
-        ladle_router_backward(&tr->router, tr->router_params, tr->h, &tr->router_cache, dalpha, tr->router_grads);
+        ladle_router_backward(&tr->router, tr->router_params, tr->h, &tr->router_cache, dalpha, tr->router_grads, NULL);
         for (size_t i = 0; i < tr->router.n_params; i++) sumsq += (double)tr->router_grads[i] * tr->router_grads[i];
     }
 

@@ -187,7 +187,7 @@ static void run_soup(const char *dir, const ladle_config *cfg, const ladle_model
     memset(dalpha, 0, (size_t)n * sizeof(float));
     ladle_soup_alpha_grad(&soup, grads, dalpha);
     ladle_router_forward(&router, rparams, h, cache.alpha, &cache);
-    ladle_router_backward(&router, rparams, h, &cache, dalpha, rgrads);
+    ladle_router_backward(&router, rparams, h, &cache, dalpha, rgrads, NULL);
 
     /* dE_j = alpha_j g is never stored by the trainer (AdamW forms it on the fly with
      * ladle_soup_adamw's grad_factor alpha_j * clip): form it here for the check */
@@ -227,7 +227,7 @@ static void run_soup(const char *dir, const ladle_config *cfg, const ladle_model
         ladle_soup_alpha_grad(&soup, grads, dalpha);
         memset(rgrads, 0, nr * sizeof(float));
         ladle_router_forward(&router, rparams, h, cache.alpha, &cache);
-        ladle_router_backward(&router, rparams, h, &cache, dalpha, rgrads);
+        ladle_router_backward(&router, rparams, h, &cache, dalpha, rgrads, NULL);
         sumsq += sum_squares(rgrads, nr);
         double norm = sqrt(sumsq);
         float factor = ladle_clip_factor(cfg, norm);

@@ -197,7 +197,7 @@ static void test_backward(ladle_alpha_kind kind)
            H, kink);
 
     float *grad = calloc(r.n_params, sizeof(float));
-    ladle_router_backward(&r, p, h, &cache, rw, grad);
+    ladle_router_backward(&r, p, h, &cache, rw, grad, NULL);
 
     double *fd = malloc(r.n_params * sizeof(double));
     for (size_t i = 0; i < r.n_params; i++) {
@@ -229,7 +229,7 @@ static void test_backward(ladle_alpha_kind kind)
     /* backward accumulates: a second call adds the same again */
     float *twice = malloc(r.n_params * sizeof(float));
     memcpy(twice, grad, r.n_params * sizeof(float));
-    ladle_router_backward(&r, p, h, &cache, rw, twice);
+    ladle_router_backward(&r, p, h, &cache, rw, twice, NULL);
     double worst = 0;
     for (size_t i = 0; i < r.n_params; i++) {
         double e = rel_err(twice[i], 2.0 * grad[i], 1e-6);

@@ -122,7 +122,8 @@ static void check_soup(int experts_on, ladle_alpha_kind kind)
     ladle_router_cache_create(&cache, &f.router);
     ladle_router_forward(&f.router, f.router_params, f.h, cache.alpha, &cache);
     float *drouter = calloc(f.router.n_params, sizeof(float));
-    ladle_router_backward(&f.router, f.router_params, f.h, &cache, dalpha, drouter);
+    float *dh = calloc((size_t)f.k, sizeof(float));
+    ladle_router_backward(&f.router, f.router_params, f.h, &cache, dalpha, drouter, dh);
 
     /* probes: every tensor of S is represented */
     size_t idx[64];
@@ -160,6 +161,11 @@ static void check_soup(int experts_on, ladle_alpha_kind kind)
     snprintf(label, sizeof label, "d omega (%s, %s)", on, ak);
     fd_check(&f, label, f.router_params, drouter, ridx, mr, NULL, 5e-3);
 
+    /* the domain weights themselves (fit-weights descends on them) */
+    size_t hidx[4] = {0, 1, 2, 3};
+    snprintf(label, sizeof label, "dh (%s, %s)", on, ak);
+    fd_check(&f, label, f.h, dh, hidx, f.k, NULL, 5e-3);
+
     /* blocks: the embeddings carry no experts */
     if (experts_on) {
         const ladle_tensor *wte = ladle_model_tensor(&f.model, "wte");
@@ -189,7 +195,7 @@ static void check_soup(int experts_on, ladle_alpha_kind kind)
     EXPECT(&counts, rel_err(direct, closed, 1e-30) < 1e-5, "expert grad sumsq %g vs %g", closed, direct);
 
     ladle_router_cache_free(&cache);
-    free(g); free(dalpha); free(drouter); free(dE); free(a0);
+    free(g); free(dalpha); free(drouter); free(dh); free(dE); free(a0);
     fixture_free(&f);
 }
 

@@ -28,6 +28,7 @@ try:
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
+    from torch.nn.utils.stateless import functional_call
 except ImportError as e:  # automake's "skipped"
     print(f"torch_ref: SKIP: cannot import torch/numpy ({e})")
     sys.exit(77)
@@ -203,6 +204,282 @@ def load_f32(path, count=None):
     if count is not None and a.size != count:
         raise SystemExit(f"torch_ref: {path}: {a.size} floats, expected {count}")
     return a
+
+
+# ---------------------------------------------------------------- Soup-of-Experts
+
+
+class Router(nn.Module):
+    """Soup-of-Experts' router: Linear(k, H) -> ReLU -> Linear(H, n), alpha raw or softmax."""
+
+    def __init__(self, k, hidden, n, softmax):
+        super().__init__()
+        self.fc1 = nn.Linear(k, hidden)
+        self.fc2 = nn.Linear(hidden, n)
+        self.softmax = softmax
+
+    def forward(self, h):
+        z = self.fc2(torch.relu(self.fc1(h)))
+        return torch.softmax(z, dim=0) if self.softmax else z
+
+    def named_for_ladle(self):
+        return {"router.w1": (self.fc1.weight, True), "router.b1": (self.fc1.bias, False),
+                "router.w2": (self.fc2.weight, True), "router.b2": (self.fc2.bias, False)}
+
+
+class Soup:
+    """S (one leaf per ladle tensor), experts E_j (one leaf per tensor of the bank) and the
+    router, all float64; Theta(h) = S + sum_j alpha_j E_j is formed per tensor and run
+    through the GPT above with functional_call (the module's own weights are NaN, so
+    anything not replaced would show)."""
+
+    def __init__(self, gpt, bank, n, S, E, router):
+        self.gpt = gpt
+        path = {id(p): name for name, p in gpt.named_parameters()}
+        self.path = {name: path[id(p)] for name, (p, _) in gpt.named_for_ladle().items()}
+        self.decay = {name: dec for name, (_, dec) in gpt.named_for_ladle().items()}
+        with torch.no_grad():
+            for p in gpt.parameters():
+                p.fill_(float("nan"))
+        self.bank = bank                     # names of the tensors that carry experts
+        self.n = n
+        self.S = S                           # name -> leaf
+        self.E = E                           # [j] name -> leaf
+        self.router = router
+
+    def theta(self, alpha):
+        out = {}
+        for name, s in self.S.items():
+            t = s
+            if name in self.bank:
+                for j in range(self.n):
+                    t = t + alpha[j] * self.E[j][name]
+            out[name] = t
+        return out
+
+    def forward(self, h, tokens, targets):
+        alpha = self.router(h)
+        theta = self.theta(alpha)
+        logits, loss = functional_call(self.gpt, {self.path[k]: v for k, v in theta.items()}, (tokens, targets))
+        return alpha, theta, logits, loss
+
+    def parameter_groups(self, wd):
+        decay, no_decay = [], []
+        for name, s in self.S.items():
+            (decay if self.decay[name] else no_decay).append(s)
+        for j in range(self.n):
+            for name, e in self.E[j].items():
+                (decay if self.decay[name] else no_decay).append(e)
+        for p, dec in self.router.named_for_ladle().values():
+            (decay if dec else no_decay).append(p)
+        return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def parameters(self):
+        return [p for g in self.parameter_groups(0.0) for p in g["params"]]
+
+
+def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks):
+    n, k = int(meta["soup"]), int(meta["k"])
+    bank_lo, bank_hi = int(meta["bank_lo"]), int(meta["bank_hi"])
+    n_params = int(meta["n_params"])
+    L, C, NH, T = (int(cfg[key]) for key in ("model.layers", "model.dim", "model.heads", "model.context"))
+    B = int(meta["B"])
+    H = int(cfg["router.hidden"])
+    on, kind = cfg["soup.experts_on"], cfg["router.alpha"]
+    checks.expect(cfg["soup.experts"] == n, f"manifest: soup {n} but soup.experts = {cfg['soup.experts']}")
+    checks.expect(on in ("all", "blocks") and kind in ("raw", "softmax"), f"soup.experts_on {on}, router.alpha {kind}")
+    print(f"  soup: {n} experts on {on} tensors, bank [{bank_lo}, {bank_hi}), k={k}, router H={H}, alpha {kind}")
+
+    # ---- which tensors carry experts, from the method's definition (not from the C range):
+    # all of them, or those of the transformer blocks h.<i>.*; they must tile [bank_lo, bank_hi)
+    bank = [name for name, *_ in tensors if on == "all" or name.startswith("h.")]
+    lo = min(layout[name][0] for name in bank)
+    hi = max(layout[name][0] + layout[name][1] for name in bank)
+    checks.expect(sum(layout[name][1] for name in bank) == hi - lo, "bank tensors are not contiguous")
+    checks.expect((lo, hi) == (bank_lo, bank_hi), f"bank range: C [{bank_lo}, {bank_hi}), expected [{lo}, {hi})")
+    if on == "all":
+        checks.expect((lo, hi) == (0, n_params), "experts_on = all does not cover every parameter")
+    pb = bank_hi - bank_lo
+
+    S_flat = load_f32(os.path.join(d, "params.bin"), n_params)
+    c_theta = load_f32(os.path.join(d, "theta.bin"), n_params)
+    c_grads = load_f32(os.path.join(d, "grads.bin"), n_params)
+    E_flat = load_f32(os.path.join(d, "experts.bin"), n * pb).reshape(n, pb)
+    c_egrads = load_f32(os.path.join(d, "expert_grads.bin"), n * pb).reshape(n, pb)
+    n_router = int(meta["router_params"])
+    R_flat = load_f32(os.path.join(d, "router.bin"), n_router)
+    c_rgrads = load_f32(os.path.join(d, "router_grads.bin"), n_router)
+    h_np = load_f32(os.path.join(d, "h.bin"), k)
+    c_alpha = load_f32(os.path.join(d, "alpha.bin"), n)
+    c_dalpha = load_f32(os.path.join(d, "dalpha.bin"), n)
+    c_logits = load_f32(os.path.join(d, "logits.bin"), B * T * VOCAB).reshape(B, T, VOCAB)
+    c_loss = float(meta["loss"])
+    checks.expect(abs(h_np.sum() - 1) < 1e-6 and (h_np >= 0).all() and np.ptp(h_np) > 0,
+                  f"h {h_np} is not a non-uniform point of the simplex")
+    h = torch.from_numpy(h_np.astype(np.float64))
+
+    # ---- the router's table
+    rlayout = {name: (off, rows * cols) for name, off, rows, cols in rtensors}
+    proto = Router(k, H, n, kind == "softmax").double()
+    rnamed = proto.named_for_ladle()
+    checks.expect(sorted(rlayout) == sorted(rnamed), f"router tensors: C {sorted(rlayout)}")
+    covered = 0
+    for name, off, rows, cols in sorted(rtensors, key=lambda t: t[1]):
+        checks.expect(off == covered, f"router tensor {name}: offset {off}, expected {covered}")
+        covered = off + rows * cols
+        p = rnamed[name][0]
+        shape = (rows, cols) if p.dim() == 2 else (rows,)
+        checks.expect(tuple(p.shape) == shape, f"router tensor {name}: C shape {rows}x{cols}, torch {tuple(p.shape)}")
+    checks.expect(covered == n_router, f"router tensors cover {covered} of {n_router}")
+
+    def build():
+        gpt = GPT(L, C, NH, T).double()
+        shapes = {name: tuple(p.shape) for name, (p, _) in gpt.named_for_ladle().items()}
+
+        def leaf(flat, name):
+            return torch.from_numpy(flat.astype(np.float64)).view(shapes[name]).clone().requires_grad_()
+
+        S = {name: leaf(S_flat[off:off + size], name) for name, (off, size) in layout.items()}
+        E = [{name: leaf(E_flat[j, layout[name][0] - bank_lo:layout[name][0] - bank_lo + layout[name][1]], name)
+              for name in bank} for j in range(n)]
+        router = Router(k, H, n, kind == "softmax").double()
+        with torch.no_grad():
+            for name, (p, _) in router.named_for_ladle().items():
+                off, size = rlayout[name]
+                p.copy_(torch.from_numpy(R_flat[off:off + size].astype(np.float64)).view_as(p))
+        return Soup(gpt, set(bank), n, S, E, router)
+
+    def report(kind_, err, what):
+        checks.note(kind_, err)
+        checks.expect(err <= TOL, f"{what}: rel. error {err:.3e}")
+
+    # ---- one forward + backward, float64
+    soup = build()
+    alpha, theta, logits, loss = soup.forward(h, tokens, targets)
+    alpha.retain_grad()
+    loss.backward()
+    pre = soup.router.fc1(h).detach().numpy()
+    active = int((pre > 0).sum())
+    checks.expect(0 < active < H, f"router: {active} of {H} ReLU units active (the mask is not exercised)")
+    print(f"  router: {active} of {H} hidden units active; alpha {np.array2string(alpha.detach().numpy(), precision=4)}")
+
+    err = rel_err(c_alpha, alpha.detach().numpy())
+    report("alpha", err, "alpha")
+    print(f"  alpha                 rel. error {err:.3e}")
+    ref_theta = np.zeros(n_params)
+    for name, t in theta.items():
+        off, size = layout[name]
+        ref_theta[off:off + size] = t.detach().numpy().ravel()
+    err = rel_err(c_theta, ref_theta)
+    report("theta", err, "Theta = S + sum alpha_j E_j")
+    # the merge must actually move every bank tensor (and nothing outside the bank)
+    for name, (off, size) in layout.items():
+        moved = np.linalg.norm(ref_theta[off:off + size] - S_flat[off:off + size])
+        checks.expect((moved > 0) == (name in soup.bank), f"Theta - S on {name}: norm {moved:.3e}")
+    print(f"  Theta                 rel. error {err:.3e}")
+    err = rel_err(c_logits, logits.detach().numpy())
+    report("logits", err, "logits")
+    print(f"  logits                rel. error {err:.3e}")
+    err = abs(c_loss - loss.item()) / max(abs(loss.item()), TINY)
+    report("loss", err, f"loss: C {c_loss:.9g}, torch {loss.item():.9g}")
+    print(f"  loss                  rel. error {err:.3e}   (C {c_loss:.9g}, torch {loss.item():.9g})")
+
+    worst = {}
+
+    def grad_check(kind_, name, c, ref):
+        err = rel_err(c, ref)
+        report(kind_, err, f"{kind_} {name}")
+        checks.expect(np.linalg.norm(ref) > 0, f"{kind_} {name}: reference gradient is zero (test not generic)")
+        if err >= worst.get(kind_, (-1.0, ""))[0]:
+            worst[kind_] = (err, name)
+        return err
+
+    ref_dS = {}
+    for name, (off, size) in layout.items():
+        ref_dS[name] = soup.S[name].grad.numpy().ravel()
+        grad_check("dS", name, c_grads[off:off + size], ref_dS[name])
+    ref_dE = []
+    for j in range(n):
+        ref_dE.append({})
+        for name in bank:
+            off, size = layout[name]
+            ref_dE[j][name] = soup.E[j][name].grad.numpy().ravel()
+            grad_check("dE", f"{j}:{name}", c_egrads[j, off - bank_lo:off - bank_lo + size], ref_dE[j][name])
+    ref_dalpha = alpha.grad.numpy()
+    grad_check("dalpha", "", c_dalpha, ref_dalpha)
+    ref_dR = {}
+    for name, (p, _) in soup.router.named_for_ladle().items():
+        off, size = rlayout[name]
+        ref_dR[name] = p.grad.numpy().ravel()
+        grad_check("router grad", name, c_rgrads[off:off + size], ref_dR[name])
+    print(f"  dalpha {np.array2string(ref_dalpha, precision=4)}")
+    for kind_, (err, name) in worst.items():
+        print(f"  {kind_:<12} worst rel. error {err:.3e} ({name})")
+
+    # ---- negative controls: 1% in one element of one expert gradient, of dalpha
+    victim = max(bank, key=lambda name: layout[name][1])
+    off, size = layout[victim]
+    j = n - 1
+    bad = c_egrads[j, off - bank_lo:off - bank_lo + size].astype(np.float64).copy()
+    i = int(np.argmax(np.abs(bad)))
+    bad[i] *= 1.01
+    err = rel_err(bad, ref_dE[j][victim])
+    checks.expect(err > TOL, f"negative control: 1% error in dE_{j} {victim}[{i}] NOT flagged (rel. {err:.3e})")
+    print(f"  negative control: 1% error in dE_{j} {victim}[{i}] -> rel. error {err:.3e} "
+          f"({'flagged' if err > TOL else 'NOT flagged'})")
+    bad = c_dalpha.astype(np.float64).copy()
+    i = int(np.argmax(np.abs(bad)))
+    bad[i] *= 1.01
+    err = rel_err(bad, ref_dalpha)
+    checks.expect(err > TOL, f"negative control: 1% error in dalpha[{i}] NOT flagged (rel. {err:.3e})")
+    print(f"  negative control: 1% error in dalpha[{i}] -> rel. error {err:.3e} "
+          f"({'flagged' if err > TOL else 'NOT flagged'})")
+
+    # ---- train.steps soup steps with AdamW over S, every expert and the router, clipped
+    # by one global norm over all of them, on the same batch and the same h
+    c_losses = np.loadtxt(os.path.join(d, "losses.txt"), dtype=np.float64, ndmin=1)
+    c_steps = np.loadtxt(os.path.join(d, "steps.txt"), dtype=np.float64, ndmin=2)
+    steps = int(cfg["train.steps"])
+    checks.expect(c_losses.size == steps and c_steps.shape[0] == steps,
+                  f"losses.txt/steps.txt: {c_losses.size}/{c_steps.shape[0]} lines, expected {steps}")
+    soup = build()
+    params = soup.parameters()
+    checks.expect(len(params) == len(layout) + n * len(bank) + 4, "soup optimizer parameter count")
+    opt = torch.optim.AdamW(soup.parameter_groups(cfg["train.weight_decay"]), lr=cfg["train.lr"],
+                            betas=(cfg["train.beta1"], cfg["train.beta2"]), eps=cfg["train.eps"])
+    clip = cfg["train.clip"]
+    ref_losses, clipped = [], 0
+    print("  AdamW:  step   lr            grad norm     C loss        torch loss    rel. error")
+    for t in range(min(steps, c_losses.size)):
+        lr = lr_at(cfg, t)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad(set_to_none=False)
+        _, _, _, loss = soup.forward(h, tokens, targets)
+        loss.backward()
+        if clip > 0:
+            norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+            clipped += norm > clip
+        else:
+            norm = float(torch.sqrt(sum((p.grad ** 2).sum() for p in params)))
+        opt.step()
+        ref_losses.append(loss.item())
+        err = abs(c_losses[t] - loss.item()) / max(abs(loss.item()), TINY)
+        checks.note("adamw loss", err)
+        checks.expect(err <= TOL, f"AdamW step {t + 1}: C loss {c_losses[t]:.9g}, torch {loss.item():.9g} (rel. {err:.3e})")
+        if t < c_steps.shape[0]:
+            c_lr, c_norm = c_steps[t, 1], c_steps[t, 2]
+            lr_err = abs(c_lr - lr) / max(lr, TINY)
+            norm_err = abs(c_norm - norm) / max(norm, TINY)
+            checks.note("lr", lr_err)
+            checks.note("grad norm", norm_err)
+            checks.expect(lr_err <= 1e-6, f"AdamW step {t + 1}: C lr {c_lr:.9g}, python {lr:.9g}")
+            checks.expect(norm_err <= TOL, f"AdamW step {t + 1}: C grad norm {c_norm:.9g}, torch {norm:.9g}")
+        print(f"          {t + 1:>4}   {lr:.6e}  {norm:.6e}  {c_losses[t]:.9f}  {loss.item():.9f}  {err:.3e}")
+    print(f"  clipping active in {clipped} of {steps} steps; loss {ref_losses[0]:.4f} -> {ref_losses[-1]:.4f}")
+    k_ = len(ref_losses) // 2
+    err = abs(c_losses[k_] * 1.01 - ref_losses[k_]) / max(abs(ref_losses[k_]), TINY)
+    checks.expect(err > TOL, f"negative control: 1% error in loss {k_ + 1} NOT flagged (rel. {err:.3e})")
 
 
 def main():

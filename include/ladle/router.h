@@ -41,8 +41,9 @@ void ladle_router_cache_free(ladle_router_cache *cache);
 /* alpha = phi(h); cache may be NULL. */
 void ladle_router_forward(const ladle_router *router, const float *params, const float *h, float *alpha,
                           ladle_router_cache *cache);
-/* dparams += d(phi)/d(omega)^T dalpha, given the cache of the forward at h. */
+/* dparams += d(phi)/d(omega)^T dalpha, given the cache of the forward at h; and, if
+ * dh is not NULL, dh += d(phi)/dh^T dalpha. */
 void ladle_router_backward(const ladle_router *router, const float *params, const float *h,
-                           const ladle_router_cache *cache, const float *dalpha, float *dparams);
+                           const ladle_router_cache *cache, const float *dalpha, float *dparams, float *dh);
 
 #endif
