@@ -194,11 +194,6 @@ void ladle_corpus_check_context(const ladle_corpus *corpus, const char *path, in
             ladle_usage_error("context %d is longer than domain '%s' in corpus '%s' allows "
                               "(train split: %zu bytes, a window needs %zu): use a smaller model.context",
                               context, d->name, path, d->train_bytes, need);
-        if (d->valid_bytes < need)
-            ladle_usage_error("context %d is longer than domain '%s' in corpus '%s' allows "
-                              "(valid split: %zu bytes, a window needs %zu): use a smaller model.context "
-                              "or a larger --valid-fraction",
-                              context, d->name, path, d->valid_bytes, need);
     }
 }
 

@@ -44,9 +44,14 @@ void ladle_eval_print_table(FILE *out, const ladle_eval_result *results, int n)
     int counted = 0;
     fprintf(out, "%-20s %8s %10s %10s\n", "domain", "windows", "loss", "bits/byte");
     for (int i = 0; i < n; i++) {
+        if (results[i].windows == 0) {
+            fprintf(out, "%-20s %8d %10s %10s  (valid split shorter than one window)\n", results[i].domain, 0, "-", "-");
+            continue;
+        }
         fprintf(out, "%-20s %8d %10.4f %10.4f\n", results[i].domain, results[i].windows, results[i].loss,
                 results[i].bpb);
-        if (results[i].windows > 0) { sum += results[i].bpb; counted++; }
+        sum += results[i].bpb;
+        counted++;
     }
     if (counted) fprintf(out, "%-20s %8s %10s %10.4f\n", "mean", "", "", sum / counted);
 }
@@ -54,8 +59,13 @@ void ladle_eval_print_table(FILE *out, const ladle_eval_result *results, int n)
 void ladle_eval_print_json(FILE *out, const ladle_eval_result *results, int n)
 {
     fprintf(out, "{\"domains\": [");
-    for (int i = 0; i < n; i++)
-        fprintf(out, "%s{\"domain\": \"%s\", \"windows\": %d, \"valid_loss\": %.7g, \"valid_bpb\": %.7g}",
-                i ? ", " : "", results[i].domain, results[i].windows, results[i].loss, results[i].bpb);
+    for (int i = 0; i < n; i++) {
+        if (results[i].windows == 0)   /* JSON has no NaN */
+            fprintf(out, "%s{\"domain\": \"%s\", \"windows\": 0, \"valid_loss\": null, \"valid_bpb\": null}",
+                    i ? ", " : "", results[i].domain);
+        else
+            fprintf(out, "%s{\"domain\": \"%s\", \"windows\": %d, \"valid_loss\": %.7g, \"valid_bpb\": %.7g}",
+                    i ? ", " : "", results[i].domain, results[i].windows, results[i].loss, results[i].bpb);
+    }
     fprintf(out, "]}\n");
 }

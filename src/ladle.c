@@ -103,8 +103,9 @@ static int cmd_prep(int argc, char **argv)
         if (!strcmp(a, "--help")) {
             printf("usage: ladle prep -o CORPUS.h5 --domain NAME=PATH[,PATH...] [--domain ...]\n"
                    "                  [--valid-fraction F] [--seed S] [--max-doc-bytes N] [--max-domain-bytes N]\n"
-                   "                  [--clusters K [--embed-ngram N] [--embed-buckets N] [--embed-dim D]]\n"
-                   "Each file under a PATH (directories recursively, .gz/.dz decompressed) is one document;\n"
+                   "                  [--split-doc-bytes N] [--clusters K [--embed-ngram N] [--embed-buckets N] [--embed-dim D]]\n"
+                   "Each file under a PATH (directories recursively, .gz/.dz decompressed) is one document, or\n"
+                   "several of at most N bytes with --split-doc-bytes N (cut after a newline where possible);\n"
                    "documents go to the valid split with probability F (default 0.05).\n"
                    "--clusters K: the training domains become K k-means clusters of all the documents\n"
                    "(embedded as hashed byte 1..N-grams, default N 3, in 4096 buckets, projected to D = 64\n"
@@ -127,6 +128,7 @@ static int cmd_prep(int argc, char **argv)
         else if (!strcmp(a, "--seed")) opt.seed = (unsigned long)parse_long(a, need_value(argc, argv, &i), 0);
         else if (!strcmp(a, "--max-doc-bytes")) opt.max_doc_bytes = (size_t)parse_long(a, need_value(argc, argv, &i), 0);
         else if (!strcmp(a, "--max-domain-bytes")) opt.max_domain_bytes = (size_t)parse_long(a, need_value(argc, argv, &i), 0);
+        else if (!strcmp(a, "--split-doc-bytes")) opt.split_doc_bytes = (size_t)parse_long(a, need_value(argc, argv, &i), 0);
         else if (!strcmp(a, "--clusters") || !strcmp(a, "--embed-ngram") || !strcmp(a, "--embed-buckets")
                  || !strcmp(a, "--embed-dim")) {
             long v = parse_long(a, need_value(argc, argv, &i), 1);

@@ -72,6 +72,7 @@ typedef struct {
     const char *name;
     uint64_t split_step;     /* the RNG "step" of this domain's split decisions */
     split_buf train, valid;
+    split_buf scratch;       /* the file being read, before it is cut into documents */
     size_t docs;             /* documents kept (before any one-document cut) */
     size_t bytes;            /* bytes kept */
     int full;                /* reached max_domain_bytes */
@@ -154,9 +155,8 @@ static int add_document(domain_walk *w, const char *path, int named)
     if (opt->max_domain_bytes && opt->max_domain_bytes - w->bytes < limit)
         limit = opt->max_domain_bytes - w->bytes;
 
-    int to_valid = ladle_rng_uniform(opt->seed, w->split_step, LADLE_STREAM_SPLIT, w->docs)
-                   < opt->valid_fraction;
-    split_buf *s = to_valid ? &w->valid : &w->train;
+    split_buf *s = &w->scratch;
+    s->bytes = 0;
 
     gzFile gz = gzopen(path, "rb");
     if (!gz) {
@@ -170,8 +170,8 @@ static int add_document(domain_walk *w, const char *path, int named)
     int failed = 0, binary = 0, at_end = 0;
     while (n < limit) {
         size_t want = limit - n < READ_PIECE ? limit - n : READ_PIECE;
-        split_reserve(s, s->bytes + n + want);
-        uint8_t *dst = s->data + s->bytes + n;
+        split_reserve(s, n + want);
+        uint8_t *dst = s->data + n;
         int got = gzread(gz, dst, (unsigned)want);
         if (got < 0) { failed = 1; break; }
         if (got == 0) { at_end = 1; break; }
@@ -211,9 +211,21 @@ static int add_document(domain_walk *w, const char *path, int named)
 
     if (binary) { w->skipped.binary++; return 0; }
     if (n == 0) { w->skipped.empty++; return 0; }
-    split_push_start(s, s->bytes);
-    s->bytes += n;
-    w->docs++;
+    /* Long files become several documents of at most split_doc_bytes, cut after a
+     * newline where there is one in the second half of the piece: a dictionary or a
+     * concatenated log is many documents, for the split and for clustering alike. */
+    for (size_t at = 0; at < n;) {
+        size_t len = n - at;
+        if (opt->split_doc_bytes && len > opt->split_doc_bytes) {
+            len = opt->split_doc_bytes;
+            for (size_t cut = len; cut > opt->split_doc_bytes / 2; cut--)
+                if (s->data[at + cut - 1] == '\n') { len = cut; break; }
+        }
+        int to_valid = ladle_rng_uniform(opt->seed, w->split_step, LADLE_STREAM_SPLIT, w->docs) < opt->valid_fraction;
+        split_append(to_valid ? &w->valid : &w->train, s->data + at, len);
+        w->docs++;
+        at += len;
+    }
     w->bytes += n;
     if (opt->max_domain_bytes && w->bytes >= opt->max_domain_bytes) w->full = 1;
     else if (truncated) w->skipped.truncated++;
@@ -824,6 +836,8 @@ void ladle_prep(const char *out_path, const ladle_prep_domain *domains, int n_do
 
     free(w.train.data);
     free(w.train.starts);
+    free(w.scratch.data);
+    free(w.scratch.starts);
     free(w.valid.data);
     free(w.valid.starts);
     if (cl.k) clustering_free(&cl);

@@ -254,8 +254,14 @@ void ladle_specialize_print_table(FILE *out, const ladle_specialize_row *rows, i
     fprintf(out, "%-16s %7s %9s %9s %9s %8s  %s\n", "domain", "windows", base ? "baseline" : "", "soup h=1/k",
             "special", base ? "delta" : "delta*", "h (top)");
     double sb = 0, sg = 0, ss = 0;
+    int counted = 0;
     for (int i = 0; i < n; i++) {
         const ladle_specialize_row *r = &rows[i];
+        if (r->windows == 0) {
+            fprintf(out, "%-16s %7d  (valid split shorter than one window)\n", r->domain, 0);
+            continue;
+        }
+        counted++;
         double ref = base ? r->baseline_bpb : r->generic_bpb;
         char bcol[16] = "";
         if (base) snprintf(bcol, sizeof bcol, "%9.4f", r->baseline_bpb);
@@ -263,11 +269,11 @@ void ladle_specialize_print_table(FILE *out, const ladle_specialize_row *rows, i
                 r->specialist_bpb, r->specialist_bpb - ref, r->h_top);
         sb += r->baseline_bpb; sg += r->generic_bpb; ss += r->specialist_bpb;
     }
-    if (n > 0) {
+    if (counted > 0) {
         char bcol[16] = "";
-        if (base) snprintf(bcol, sizeof bcol, "%9.4f", sb / n);
-        fprintf(out, "%-16s %7s %9s %9.4f %9.4f %+8.4f\n", "mean", "", bcol, sg / n, ss / n,
-                (ss - (base ? sb : sg)) / n);
+        if (base) snprintf(bcol, sizeof bcol, "%9.4f", sb / counted);
+        fprintf(out, "%-16s %7s %9s %9.4f %9.4f %+8.4f\n", "mean", "", bcol, sg / counted, ss / counted,
+                (ss - (base ? sb : sg)) / counted);
     }
     fprintf(out, "bits per byte on each domain's valid split; delta = specialist - %s\n",
             base ? "baseline (generic model)" : "soup at uniform h (*: no --baseline given)");
@@ -278,6 +284,10 @@ void ladle_specialize_print_json(FILE *out, const ladle_specialize_row *rows, in
     fprintf(out, "{\"rows\": [");
     for (int i = 0; i < n; i++) {
         const ladle_specialize_row *r = &rows[i];
+        if (r->windows == 0) {
+            fprintf(out, "%s{\"domain\": \"%s\", \"windows\": 0}", i ? ", " : "", r->domain);
+            continue;
+        }
         fprintf(out, "%s{\"domain\": \"%s\", \"windows\": %d, \"soup_uniform_bpb\": %.7g, \"specialist_bpb\": %.7g",
                 i ? ", " : "", r->domain, r->windows, r->generic_bpb, r->specialist_bpb);
         if (!isnan(r->baseline_bpb)) fprintf(out, ", \"baseline_bpb\": %.7g", r->baseline_bpb);

@@ -256,14 +256,17 @@ void ladle_trainer_eval(ladle_trainer *tr)
                               &special[d], s->comm);
         }
     double sum = 0.0, sum_special = 0.0;
+    int counted = 0;
     for (int d = 0; d < k; d++) {
+        if (generic[d].windows == 0) continue;   /* a valid split shorter than one window */
         ladle_log_eval(&tr->log, tr->step, generic[d].domain, generic[d].loss, tr->soup.n > 0 ? special[d].loss : -1);
         sum += generic[d].bpb;
         sum_special += special[d].bpb;
+        counted++;
     }
-    if (s->rank == 0) {
-        printf("eval step %ld | mean valid %.4f bits/byte over %d domains", tr->step, sum / k, k);
-        if (tr->soup.n > 0) printf(" | specialists %.4f", sum_special / k);
+    if (s->rank == 0 && counted > 0) {
+        printf("eval step %ld | mean valid %.4f bits/byte over %d domains", tr->step, sum / counted, counted);
+        if (tr->soup.n > 0) printf(" | specialists %.4f", sum_special / counted);
         printf("\n");
         fflush(stdout);
     }

@@ -19,7 +19,8 @@
  * Theta = S + sum_j alpha_j E_j, grads.bin is g = dS, and additionally:
  *   theta.bin             Theta (the merged flat vector)
  *   experts.bin           [n x (bank_hi - bank_lo)] the bank, expert j's part of the range
- *   expert_grads.bin      [n x (bank_hi - bank_lo)] dE_j = alpha_j g on the bank range
+ *   expert_grads.bin      [n x (bank_hi - bank_lo)] dE_j = alpha_j g on the bank range, as
+ *                         ladle_soup_adamw forms it (read back from a probe call)
  *   router.bin            the router's flat parameters (router_tensor lines)
  *   router_grads.bin      d(loss)/d(router parameters), from ladle_router_backward
  *   h.bin alpha.bin       [k] the domain weights, [n] alpha = router(h)
@@ -189,11 +190,21 @@ static void run_soup(const char *dir, const ladle_config *cfg, const ladle_model
     ladle_router_forward(&router, rparams, h, cache.alpha, &cache);
     ladle_router_backward(&router, rparams, h, &cache, dalpha, rgrads, NULL);
 
-    /* dE_j = alpha_j g is never stored by the trainer (AdamW forms it on the fly with
-     * ladle_soup_adamw's grad_factor alpha_j * clip): form it here for the check */
-    float *egrads = ladle_malloc((size_t)n * pb * sizeof(float), "expert gradients");
-    for (int j = 0; j < n; j++)
-        for (size_t i = 0; i < pb; i++) egrads[(size_t)j * pb + i] = alpha[j] * grads[soup.own_lo + i];
+    /* dE_j = alpha_j g is never stored: ladle_soup_adamw forms it on the fly. Read it out
+     * of the optimizer itself: one ladle_soup_adamw call on a probe copy of the bank with
+     * beta1 = 0 (so the first moment becomes exactly the gradient it was given), lr = 0
+     * and grad_factor 1; the probe's adam_m is then dE, as the real update uses it. */
+    ladle_soup probe = soup;
+    probe.experts = ladle_malloc((size_t)n * pb * sizeof(float), "probe bank");
+    memcpy(probe.experts, soup.experts, (size_t)n * pb * sizeof(float));
+    probe.adam_m = ladle_calloc((size_t)n * pb, sizeof(float), "expert gradients");
+    probe.adam_v = ladle_calloc((size_t)n * pb, sizeof(float), "probe second moment");
+    ladle_config probe_cfg = *cfg;
+    probe_cfg.beta1 = 0.0f;
+    ladle_soup_adamw(&probe, model, &probe_cfg, alpha, grads, 1, 0.0f, 1.0f);
+    float *egrads = probe.adam_m;
+    free(probe.experts);
+    free(probe.adam_v);
 
     write_raw(dir, "params.bin", params, np * sizeof(float));
     write_raw(dir, "theta.bin", theta, np * sizeof(float));

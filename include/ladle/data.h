@@ -48,8 +48,10 @@ void ladle_corpus_open(ladle_corpus *corpus, const char *path, MPI_Comm comm);
 void ladle_corpus_open_group(ladle_corpus *corpus, const char *path, const char *group, MPI_Comm comm);
 void ladle_corpus_free(ladle_corpus *corpus);
 
-/* Every domain must hold at least one window of context+1 bytes in its train split
- * (and, for evaluation, its valid split): usage error naming the domain otherwise. */
+/* Every domain must hold at least one window of context+1 bytes in its train split:
+ * usage error naming the domain otherwise. A valid split shorter than a window is
+ * allowed (a tiny cluster's may be); evaluation reports such a domain as having no
+ * windows. */
 void ladle_corpus_check_context(const ladle_corpus *corpus, const char *path, int context);
 
 /* ---- mixtures (Soup-of-Experts, METHODS.md section 1) ----------------------------- */

@@ -33,6 +33,7 @@ typedef struct {
     unsigned long seed;
     size_t max_doc_bytes;   /* documents longer than this are truncated (0 = no limit) */
     size_t max_domain_bytes;/* stop adding documents to a domain past this (0 = no limit) */
+    size_t split_doc_bytes; /* files longer than this become several documents (0 = never) */
     /* K > 0: the training domains are K clusters of all the documents (METHODS.md
      * section 1, "Specialising"), see below; 0: the named domains are the domains. */
     int clusters;

@@ -18,7 +18,8 @@
 # the 'bible' program (package bible-kjv) reads.
 #
 # Environment: LADLE (the binary, if not given as the second argument), MAX_DOMAIN_BYTES,
-# VALID_FRACTION (default 0.05), SEED (default 1).
+# VALID_FRACTION (default 0.05), SEED (default 1), CLUSTERS (K: cluster the documents into K
+# training domains, Soup-of-Experts' setting; the named domains are kept for evaluation).
 set -eu
 
 me=demo-corpus.sh
@@ -31,6 +32,8 @@ ladle=${2:-${LADLE:-ladle}}
 max_domain_bytes=${MAX_DOMAIN_BYTES:-4000000}
 valid_fraction=${VALID_FRACTION:-0.05}
 seed=${SEED:-1}
+split_doc_bytes=${SPLIT_DOC_BYTES:-16384}   # long files (the dictionary, changelogs) become many documents
+clusters=${CLUSTERS:-}   # K > 0: training domains are K clusters of the documents, the named domains stay as labels
 
 missing=""
 missing_packages=""
@@ -107,4 +110,4 @@ fi
 # the word splitting of $domain_args is safe.
 # shellcheck disable=SC2086
 exec "$ladle" prep -o "$out" --valid-fraction "$valid_fraction" --seed "$seed" \
-    --max-domain-bytes "$max_domain_bytes" $domain_args
+    --max-domain-bytes "$max_domain_bytes" --split-doc-bytes "$split_doc_bytes" ${clusters:+--clusters "$clusters"} $domain_args
