@@ -10,6 +10,7 @@
 
 #include <blis.h>
 #include <errno.h>
+#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@ static const char *USAGE =
     "  eval      per-domain bits per byte:       ladle eval MODEL.h5 --corpus CORPUS.h5 [--json]\n"
     "  generate  sample text from a model:       ladle generate MODEL.h5 --prompt TEXT [--bytes N]\n"
     "  instantiate  a soup's specialist:         ladle instantiate SOUP.h5 -o MODEL.h5 --weights NAME=W,... | --like FILE...\n"
+    "  fit-weights  fit h to examples, then instantiate: ladle fit-weights SOUP.h5 --like FILE... -o MODEL.h5\n"
     "  keys      list every configuration key with its default\n"
     "\n"
     "options: --help, --version. 'ladle COMMAND --help' describes a command.\n"
@@ -379,7 +381,15 @@ static int cmd_instantiate(int argc, char **argv)
     double loaded = MPI_Wtime();
     float *h = ladle_calloc((size_t)m.n_domains, sizeof(float), "domain weights");
     if (weights) ladle_weights_parse(&m, weights, h);
-    else ladle_weights_like(&m, corpus ? corpus : m.cfg.corpus, like, n_like, h);
+    else {
+        uint8_t **docs = NULL;
+        size_t *lens = NULL;
+        ladle_read_examples(like, n_like, &docs, &lens);
+        ladle_weights_like(&m, corpus ? corpus : m.cfg.corpus, (const uint8_t *const *)docs, lens, n_like, h);
+        for (int i = 0; i < n_like; i++) free(docs[i]);
+        free(docs);
+        free(lens);
+    }
     float *alpha = ladle_calloc((size_t)m.soup.n, sizeof(float), "coefficients");
     double t0 = MPI_Wtime();
     ladle_instantiate(&m, soup_path, h, out, alpha);
@@ -394,6 +404,71 @@ static int cmd_instantiate(int argc, char **argv)
     }
     free(h);
     free(alpha);
+    free(like);
+    ladle_ckpt_loaded_free(&m);
+    return 0;
+}
+
+static int cmd_fit_weights(int argc, char **argv)
+{
+    const char *soup_path = NULL, *out = NULL, *corpus = NULL;
+    char **like = ladle_calloc((size_t)argc + 1, sizeof(char *), "example files");
+    int n_like = 0, in_like = 0, steps = 30, windows = 64;
+    double lr = 0.1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help")) {
+            if (world_rank() == 0)
+                printf("usage: ladle fit-weights SOUP.h5 --like FILE... -o MODEL.h5 [--corpus CORPUS.h5] [--steps N]\n"
+                       "                         [--lr LR] [--windows N]\n"
+                       "Fits the domain weights h = softmax(z) to the example files by gradient descent (Adam, N\n"
+                       "steps) through the frozen soup, starting from the histogram of their nearest clusters (the\n"
+                       "clusters of --corpus, default the soup's corpus; uniform if it has none), and writes Theta(h)\n"
+                       "as a dense model. Prints the loss on the examples' windows before and after.\n");
+            free(like);
+            return 0;
+        }
+        if (!strcmp(a, "-o") || !strcmp(a, "--output")) { out = need_value(argc, argv, &i); in_like = 0; }
+        else if (!strcmp(a, "--corpus")) { corpus = need_value(argc, argv, &i); in_like = 0; }
+        else if (!strcmp(a, "--steps")) { steps = (int)parse_long(a, need_value(argc, argv, &i), 0); in_like = 0; }
+        else if (!strcmp(a, "--windows")) { windows = (int)parse_long(a, need_value(argc, argv, &i), 1); in_like = 0; }
+        else if (!strcmp(a, "--lr")) { lr = parse_double(a, need_value(argc, argv, &i), 0, 100); in_like = 0; }
+        else if (!strcmp(a, "--like")) in_like = 1;
+        else if (a[0] == '-') ladle_usage_error("fit-weights: unknown option '%s'", a);
+        else if (in_like) like[n_like++] = argv[i];
+        else if (!soup_path) soup_path = a;
+        else ladle_usage_error("fit-weights: unexpected argument '%s'", a);
+    }
+    if (!soup_path || !out || n_like == 0)
+        ladle_usage_error("fit-weights: usage: ladle fit-weights SOUP.h5 --like FILE... -o MODEL.h5");
+    ladle_ckpt_loaded m;
+    ladle_ckpt_load(soup_path, MPI_COMM_WORLD, &m);
+    if (m.soup.n == 0) ladle_usage_error("fit-weights: '%s' is not a soup (its kind is '%s')", soup_path, m.kind);
+    uint8_t **docs = NULL;
+    size_t *lens = NULL;
+    ladle_read_examples(like, n_like, &docs, &lens);
+    float *h = ladle_calloc((size_t)m.n_domains, sizeof(float), "domain weights");
+    const char *cpath = corpus ? corpus : m.cfg.corpus;
+    if (ladle_corpus_has_clusters(cpath)) ladle_weights_like(&m, cpath, (const uint8_t *const *)docs, lens, n_like, h);
+    else for (int d = 0; d < m.n_domains; d++) h[d] = 1.0f / (float)m.n_domains;
+    if (world_rank() == 0) {
+        printf("start h: ");
+        ladle_weights_print(stdout, &m, h, 6);
+        printf("\n");
+    }
+    ladle_fit_result fit;
+    ladle_fit_weights(&m, (const uint8_t *const *)docs, lens, (size_t)n_like, h, steps, (float)lr, windows, &fit);
+    ladle_instantiate(&m, soup_path, h, out, NULL);
+    if (world_rank() == 0) {
+        printf("fitted h: ");
+        ladle_weights_print(stdout, &m, h, 6);
+        printf("\nloss on %d example windows: %.4f -> %.4f bits/byte after %d steps\nwrote %s\n", fit.windows,
+               fit.loss_before / log(2.0), fit.loss_after / log(2.0), steps, out);
+    }
+    for (int i = 0; i < n_like; i++) free(docs[i]);
+    free(docs);
+    free(lens);
+    free(h);
     free(like);
     ladle_ckpt_loaded_free(&m);
     return 0;
@@ -421,6 +496,7 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "eval")) rc = cmd_eval(argc - 2, argv + 2);
     else if (!strcmp(cmd, "generate")) rc = cmd_generate(argc - 2, argv + 2);
     else if (!strcmp(cmd, "instantiate")) rc = cmd_instantiate(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "fit-weights")) rc = cmd_fit_weights(argc - 2, argv + 2);
     else if (!strcmp(cmd, "keys")) {
         if (world_rank() == 0) ladle_config_print_keys(stdout);
     } else ladle_usage_error("unknown command '%s' (see 'ladle --help')", cmd);

@@ -68,27 +68,116 @@ static uint8_t *read_document(const char *path, size_t *len)
     return buf;
 }
 
-void ladle_weights_like(const ladle_ckpt_loaded *soup, const char *corpus_path, char *const *files, int n_files,
-                        float *h)
+void ladle_read_examples(char *const *files, int n_files, uint8_t ***docs, size_t **lens)
+{
+    *docs = ladle_calloc((size_t)(n_files > 0 ? n_files : 1), sizeof **docs, "examples");
+    *lens = ladle_calloc((size_t)(n_files > 0 ? n_files : 1), sizeof **lens, "example lengths");
+    size_t nonempty = 0;
+    for (int i = 0; i < n_files; i++) {
+        (*docs)[i] = read_document(files[i], &(*lens)[i]);
+        nonempty += (*lens)[i] > 0;
+    }
+    if (nonempty == 0) ladle_usage_error("--like: every example file is empty");
+}
+
+void ladle_weights_like(const ladle_ckpt_loaded *soup, const char *corpus_path, const uint8_t *const *docs,
+                        const size_t *lens, int n_docs, float *h)
 {
     ladle_clusters clusters;
     ladle_clusters_load(&clusters, corpus_path);
     if (clusters.k != soup->n_domains)
         ladle_usage_error("--like: corpus '%s' has %d clusters but the soup was trained on %d domains", corpus_path,
                           clusters.k, soup->n_domains);
-    const uint8_t **docs = ladle_calloc((size_t)n_files, sizeof *docs, "examples");
-    size_t *lens = ladle_calloc((size_t)n_files, sizeof *lens, "example lengths");
-    size_t nonempty = 0;
-    for (int i = 0; i < n_files; i++) {
-        docs[i] = read_document(files[i], &lens[i]);
-        nonempty += lens[i] > 0;
-    }
-    if (nonempty == 0) ladle_usage_error("--like: every example file is empty");
-    ladle_clusters_histogram(&clusters, docs, lens, (size_t)n_files, h);
-    for (int i = 0; i < n_files; i++) free((void *)docs[i]);
-    free(docs);
-    free(lens);
+    ladle_clusters_histogram(&clusters, docs, lens, (size_t)n_docs, h);
     ladle_clusters_free(&clusters);
+}
+
+void ladle_fit_weights(const ladle_ckpt_loaded *soup, const uint8_t *const *docs, const size_t *lens, size_t n_docs,
+                       float *h, int steps, float lr, int windows, ladle_fit_result *result)
+{
+    const ladle_shard *s = &soup->shard;
+    const int k = soup->n_domains, n = soup->soup.n, T = soup->model.context;
+    /* the examples as one byte stream, read in fixed, evenly spaced windows */
+    size_t total = 0;
+    for (size_t i = 0; i < n_docs; i++) total += lens[i];
+    ladle_domain ex;
+    memset(&ex, 0, sizeof ex);
+    snprintf(ex.name, sizeof ex.name, "examples");
+    ex.valid = ladle_malloc(total ? total : 1, "example bytes");
+    for (size_t i = 0, at = 0; i < n_docs; at += lens[i], i++) memcpy(ex.valid + at, docs[i], lens[i]);
+    ex.valid_bytes = total;
+    int nw = ladle_valid_windows(&ex, T, windows);
+    if (nw == 0) ladle_usage_error("fit-weights: the examples hold %zu bytes, fewer than one window of %d", total, T + 1);
+    int lo = (int)((long)nw * s->rank / s->size), hi = (int)((long)nw * (s->rank + 1) / s->size), local = hi - lo;
+    uint8_t *tokens = ladle_malloc((size_t)(local > 0 ? local : 1) * T, "tokens");
+    uint8_t *targets = ladle_malloc((size_t)(local > 0 ? local : 1) * T, "targets");
+    if (local > 0) ladle_batch_valid(&ex, T, nw, lo, hi, tokens, targets);
+    ladle_activations acts;
+    ladle_activations_create(&acts, &soup->model, local > 0 ? local : 1);
+
+    float *z = ladle_calloc((size_t)k, sizeof(float), "logits of h");
+    float *m = ladle_calloc((size_t)k, sizeof(float), "Adam m"), *v = ladle_calloc((size_t)k, sizeof(float), "Adam v");
+    float *alpha = ladle_calloc((size_t)n, sizeof(float), "alpha"), *dz = ladle_calloc((size_t)k, sizeof(float), "dz");
+    float *dh = ladle_calloc((size_t)k, sizeof(float), "dh"), *dalpha = ladle_calloc((size_t)n, sizeof(float), "dalpha");
+    float *merged = ladle_calloc(s->slice, sizeof(float), "merged slice");
+    float *theta = ladle_calloc(s->padded, sizeof(float), "parameters");
+    float *grads = ladle_calloc(s->padded, sizeof(float), "gradients");
+    float *gslice = ladle_calloc(s->slice, sizeof(float), "gradient slice");
+    double *red = ladle_calloc((size_t)(1 + n), sizeof(double), "reduction");
+    float *router_grads = ladle_calloc(soup->router.n_params, sizeof(float), "router gradients (unused)");
+    ladle_router_cache cache;
+    ladle_router_cache_create(&cache, &soup->router);
+    for (int d = 0; d < k; d++) z[d] = logf(h[d] + 1e-4f);
+
+    double loss = 0.0;
+    for (int step = 0; step <= steps; step++) {
+        /* h = softmax(z) */
+        float mx = z[0];
+        for (int d = 1; d < k; d++) mx = z[d] > mx ? z[d] : mx;
+        double sum = 0.0;
+        for (int d = 0; d < k; d++) { h[d] = expf(z[d] - mx); sum += h[d]; }
+        for (int d = 0; d < k; d++) h[d] = (float)(h[d] / sum);
+        /* forward and backward through the frozen soup, as a training step does */
+        ladle_router_forward(&soup->router, soup->router_params, h, alpha, &cache);
+        ladle_soup_merge(&soup->soup, alpha, soup->shared_slice, merged, s->slice);
+        ladle_shard_allgather(s, merged, theta);
+        memset(grads, 0, s->padded * sizeof(float));
+        double local_loss = 0.0;
+        if (local > 0) {
+            local_loss = ladle_model_forward(&soup->model, theta, &acts, tokens, targets, local);
+            ladle_model_backward(&soup->model, theta, grads, &acts, tokens, targets, local, 1.0f / ((float)nw * T));
+        }
+        ladle_shard_reduce_scatter(s, grads, gslice);
+        memset(red, 0, (size_t)(1 + n) * sizeof(double));
+        red[0] = local_loss;
+        memset(dalpha, 0, (size_t)n * sizeof(float));
+        ladle_soup_alpha_grad(&soup->soup, gslice, dalpha);
+        for (int j = 0; j < n; j++) red[1 + j] = dalpha[j];
+        MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, red, 1 + n, MPI_DOUBLE, MPI_SUM, s->comm));
+        loss = red[0] / ((double)nw * T);
+        if (step == 0) result->loss_before = loss;
+        if (step == steps) break;
+        for (int j = 0; j < n; j++) dalpha[j] = (float)red[1 + j];
+        memset(dh, 0, (size_t)k * sizeof(float));
+        ladle_router_backward(&soup->router, soup->router_params, h, &cache, dalpha, router_grads, dh);
+        /* through the softmax: dz_d = h_d (dh_d - sum_e h_e dh_e); then Adam */
+        double dot = 0.0;
+        for (int d = 0; d < k; d++) dot += (double)h[d] * dh[d];
+        for (int d = 0; d < k; d++) {
+            dz[d] = h[d] * (dh[d] - (float)dot);
+            m[d] = 0.9f * m[d] + 0.1f * dz[d];
+            v[d] = 0.999f * v[d] + 0.001f * dz[d] * dz[d];
+            float mhat = m[d] / (1.0f - powf(0.9f, (float)(step + 1)));
+            float vhat = v[d] / (1.0f - powf(0.999f, (float)(step + 1)));
+            z[d] -= lr * mhat / (sqrtf(vhat) + 1e-8f);
+        }
+    }
+    result->loss_after = loss;
+    result->windows = nw;
+    ladle_router_cache_free(&cache);
+    ladle_activations_free(&acts);
+    free(ex.valid); free(tokens); free(targets); free(z); free(m); free(v); free(alpha); free(dz); free(dh);
+    free(dalpha); free(merged); free(theta); free(grads); free(gslice); free(red); free(router_grads);
 }
 
 void ladle_instantiate(const ladle_ckpt_loaded *soup, const char *soup_path, const float *h, const char *out_path,
@@ -161,6 +250,11 @@ static int corpus_has_group(const char *path, const char *group)
     H5_CHECK(has);
     H5_CHECK(H5Fclose(file));
     return has > 0;
+}
+
+int ladle_corpus_has_clusters(const char *corpus_path)
+{
+    return corpus_has_group(corpus_path, "clusters");
 }
 
 /* Evaluate full parameters on one domain's valid windows, in bits per byte. */

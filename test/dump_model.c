@@ -251,6 +251,9 @@ static void run_soup(const char *dir, const ladle_config *cfg, const ladle_model
     }
     close_out(fl, dir, "losses.txt");
     close_out(fs, dir, "steps.txt");
+    write_raw(dir, "params_final.bin", params, np * sizeof(float));
+    write_raw(dir, "experts_final.bin", soup.experts, (size_t)n * pb * sizeof(float));
+    write_raw(dir, "router_final.bin", rparams, nr * sizeof(float));
 
     printf("dump_model: %s: soup of %d experts over [%zu, %zu) of %zu parameters, router %zu, B=%d T=%d, "
            "loss %.6f\n", dir, n, soup.bank_lo, soup.bank_hi, np, nr, B, T, loss);

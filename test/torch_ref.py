@@ -477,6 +477,40 @@ def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
             checks.expect(norm_err <= TOL, f"AdamW step {t + 1}: C grad norm {c_norm:.9g}, torch {norm:.9g}")
         print(f"          {t + 1:>4}   {lr:.6e}  {norm:.6e}  {c_losses[t]:.9f}  {loss.item():.9f}  {err:.3e}")
     print(f"  clipping active in {clipped} of {steps} steps; loss {ref_losses[0]:.4f} -> {ref_losses[-1]:.4f}")
+
+    # ---- the state after those steps, tensor by tensor, as the update (final - initial):
+    # the losses alone barely see weight decay (lr * wd = 1e-3 per step)
+    f_S = load_f32(os.path.join(d, "params_final.bin"), n_params)
+    f_E = load_f32(os.path.join(d, "experts_final.bin"), n * pb).reshape(n, pb)
+    f_R = load_f32(os.path.join(d, "router_final.bin"), n_router)
+    upd = {}
+
+    def update_check(kind_, name, c_final, c_init, ref_final):
+        c_d = c_final.astype(np.float64) - c_init
+        r_d = ref_final.detach().numpy().ravel() - c_init
+        if name.endswith("attn.qkv.b"):
+            # the key bias adds q.b_k to a whole row of scores, which the softmax ignores:
+            # its gradient is exactly zero, float32 rounding is all the C side has there,
+            # and Adam turns that into +-lr steps of arbitrary sign. Compare q and v only.
+            keep = np.r_[0:C, 2 * C:3 * C]
+            c_d, r_d = c_d[keep], r_d[keep]
+        err = rel_err(c_d, r_d)
+        report(kind_, err, f"{kind_} {name}")
+        if err >= upd.get(kind_, (-1.0, ""))[0]:
+            upd[kind_] = (err, name)
+
+    for name, (off, size) in layout.items():
+        update_check("S update", name, f_S[off:off + size], S_flat[off:off + size], soup.S[name])
+    for j in range(n):
+        for name in bank:
+            o = layout[name][0] - bank_lo
+            sl = slice(o, o + layout[name][1])
+            update_check("E update", f"{j}:{name}", f_E[j, sl], E_flat[j, sl], soup.E[j][name])
+    for name, (p, _) in soup.router.named_for_ladle().items():
+        off, size = rlayout[name]
+        update_check("router update", name, f_R[off:off + size], R_flat[off:off + size], p)
+    for kind_, (err, name) in upd.items():
+        print(f"  {kind_:<13} worst rel. error {err:.3e} ({name})")
     k_ = len(ref_losses) // 2
     err = abs(c_losses[k_] * 1.01 - ref_losses[k_]) / max(abs(ref_losses[k_]), TINY)
     checks.expect(err > TOL, f"negative control: 1% error in loss {k_ + 1} NOT flagged (rel. {err:.3e})")

@@ -1,7 +1,9 @@
 #!/bin/sh
 # The C model against an independent PyTorch implementation: logits, loss, every
 # parameter gradient, and a short AdamW run with clipping and the lr schedule
-# (test/dump_model writes the C side, test/torch_ref.py checks it).
+# (test/dump_model writes the C side, test/torch_ref.py checks it). The same for a
+# Soup-of-Experts (shared S, a bank of experts, the router; every gradient and a short
+# run of full soup steps), and a tampered soup dump that must be rejected.
 # Exit 77 (skipped) only when torch cannot be imported.
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -52,6 +54,47 @@ run small model.layers=2 model.dim=32 model.heads=4 model.context=16 train.batch
 # shellcheck disable=SC2086
 run odd model.layers=1 model.dim=24 model.heads=3 model.context=9 train.batch=2 \
     $OPT train.warmup=2 train.clip=1.5 train.seed=3
+
+# Soup-of-Experts, 4 experts, router with 16 hidden units, experts initialised with
+# noise (so that dalpha and the router gradients are not zero):
+SOUP="soup.experts=4 router.hidden=16 soup.expert_init_std=0.05"
+# experts on every tensor, raw alpha
+# shellcheck disable=SC2086
+run soup-all-raw model.layers=2 model.dim=32 model.heads=4 model.context=16 train.batch=3 \
+    $OPT train.clip=0.5 train.seed=7 $SOUP soup.experts_on=all router.alpha=raw
+# experts on the transformer blocks only (the bank starts after wte and wpe), softmax alpha
+# shellcheck disable=SC2086
+run soup-blocks-softmax model.layers=1 model.dim=24 model.heads=3 model.context=9 train.batch=2 \
+    $OPT train.warmup=2 train.clip=1.5 train.seed=3 $SOUP soup.experts_on=blocks router.alpha=softmax
+
+# Negative control, end to end: a 1% error in one element of one expert's gradient (the
+# largest of the bank, in the last expert) must make torch_ref.py fail on a dE check.
+if [ -f "$tmp/soup-all-raw/expert_grads.bin" ]; then
+    echo "== negative control: soup-all-raw with one dE element off by 1%"
+    cp -R "$tmp/soup-all-raw" "$tmp/tampered"
+    "$PYTHON3" -c '
+import sys, numpy as np
+path, n = sys.argv[1], int(sys.argv[2])
+a = np.fromfile(path, dtype="<f4")
+row = a.reshape(n, -1)[n - 1]
+i = int(np.argmax(np.abs(row)))
+row[i] *= np.float32(1.01)
+a.tofile(path)
+print(f"   expert {n - 1}, bank element {i} scaled by 1.01")
+' "$tmp/tampered/expert_grads.bin" 4
+    "$PYTHON3" "$REF" "$tmp/tampered" >"$tmp/tampered.out" 2>&1
+    rc=$?
+    if [ "$rc" -eq 1 ] && grep -q '^FAIL: dE 3:' "$tmp/tampered.out"; then
+        grep '^FAIL' "$tmp/tampered.out" | sed 's/^/   flagged: /'
+    else
+        echo "torch_ref.sh: FAIL: negative control NOT flagged (torch_ref.py exit $rc)"
+        cat "$tmp/tampered.out"
+        failed=$((failed + 1))
+    fi
+else
+    echo "torch_ref.sh: FAIL: no soup-all-raw dump for the negative control"
+    failed=$((failed + 1))
+fi
 
 if [ "$failed" -ne 0 ]; then
     echo "torch_ref.sh: $failed configuration(s) failed"

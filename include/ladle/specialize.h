@@ -13,8 +13,26 @@ void ladle_weights_parse(const ladle_ckpt_loaded *soup, const char *spec, float 
 /* h from example files: every file is a document; each is embedded and assigned to the
  * nearest centroid of the clusters stored in corpus_path, h = normalised histogram. The
  * corpus must be the clustered one the soup was trained on (same k). */
-void ladle_weights_like(const ladle_ckpt_loaded *soup, const char *corpus_path, char *const *files, int n_files,
-                        float *h);
+void ladle_weights_like(const ladle_ckpt_loaded *soup, const char *corpus_path, const uint8_t *const *docs,
+                        const size_t *lens, int n_docs, float *h);
+
+/* Beyond the paper: fit h to example texts by gradient descent through the frozen soup.
+ * h = softmax(z), z initialised at log(h_init); Adam on z (k numbers) minimising the mean
+ * loss of Theta(h) on up to `windows` windows of the examples (split across ranks).
+ * h_init is replaced by the fitted h. */
+typedef struct {
+    double loss_before, loss_after;   /* nats per byte on the example windows */
+    int windows;
+} ladle_fit_result;
+
+void ladle_fit_weights(const ladle_ckpt_loaded *soup, const uint8_t *const *docs, const size_t *lens, size_t n_docs,
+                       float *h, int steps, float lr, int windows, ladle_fit_result *result);
+
+/* Every example file read into memory (gzip transparently); *docs and *lens malloc'd. */
+void ladle_read_examples(char *const *files, int n_files, uint8_t ***docs, size_t **lens);
+
+/* Does a corpus file carry clusters (was it prepared with --clusters)? */
+int ladle_corpus_has_clusters(const char *corpus_path);
 
 /* Collective: writes Theta(h) as kind "instantiated" (h, alpha and the source recorded).
  * alpha_out (may be NULL) receives the coefficients used. */

@@ -1,0 +1,58 @@
+#!/bin/sh
+# Specialists from examples on a clustered corpus: prep --clusters, a soup trained on the
+# clusters, instantiate --like (= instantiate at the histogram it reports), eval
+# --specialize against a dense baseline trained on the same tokens, fit-weights.
+. "$top_srcdir/test/lib.sh"
+make_tmp
+: "${PYTHON3:=/usr/bin/python3}"
+passed=0
+"$LADLE" prep -o "$TMP/corpus.h5" --valid-fraction 0.2 --split-doc-bytes 2048 --clusters 4 \
+    --domain c="$top_srcdir/src" --domain headers="$top_srcdir/include" \
+    --domain tests="$top_srcdir/test/test_kernels.c,$top_srcdir/test/test_model.c,$top_srcdir/test/test_soup.c,$top_srcdir/test/lib.sh" \
+    > "$TMP/prep.out" 2>&1 || { cat "$TMP/prep.out" >&2; fail "prep --clusters"; }
+grep -q "^c3 " "$TMP/prep.out" || { cat "$TMP/prep.out" >&2; fail "prep report lacks cluster c3"; }
+passed=$((passed + 1))
+
+COMMON="$TINY train.steps=40 meta.support=2 data.corpus=$TMP/corpus.h5"
+# shellcheck disable=SC2086
+run_mpi 2 "^done: 40 steps" "$LADLE" train $COMMON soup.experts=3 router.hidden=8 soup.expert_init_std=0.02 \
+    run.dir="$TMP/soup" || fail "soup training"
+# shellcheck disable=SC2086
+run_mpi 2 "^done: 40 steps" "$LADLE" train $COMMON run.dir="$TMP/dense" || fail "dense training"
+# the same tokens: at step 1 (zero update yet) both saw the same batch
+grep -q '"domain": "c0"' "$TMP/soup/metrics.jsonl" || fail "the soup was not trained on the clusters"
+passed=$((passed + 1))
+
+run_mpi 2 "^wrote $TMP/like.h5" "$LADLE" instantiate "$TMP/soup/model.h5" -o "$TMP/like.h5" \
+    --like "$top_srcdir"/src/*.c || fail "instantiate --like"
+passed=$((passed + 1))
+if "$PYTHON3" -c 'import h5py' 2>/dev/null; then
+    w=$("$PYTHON3" -c '
+import sys, h5py
+f = h5py.File(sys.argv[1], "r")
+h, names = f.attrs["h"], list(f.attrs["domains"])
+assert abs(sum(h) - 1) < 1e-6 and len(h) == 4, h
+print(",".join("%s=%.9g" % (n, x) for n, x in zip(names, h)))' "$TMP/like.h5") || fail "reading h of the --like model"
+    run_mpi 1 "^wrote" "$LADLE" instantiate "$TMP/soup/model.h5" -o "$TMP/weights.h5" --weights "$w" || fail "instantiate --weights"
+    "$PYTHON3" -c '
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+worst = max(float(np.max(np.abs(a["shared"][t][...] - b["shared"][t][...]))) for t in a["shared"])
+sys.exit(0 if worst < 1e-6 else 1)' "$TMP/like.h5" "$TMP/weights.h5" || fail "--like and --weights at its h give different models"
+    passed=$((passed + 1))
+fi
+
+run_mpi 2 "^mean " "$LADLE" eval "$TMP/soup/model.h5" --corpus "$TMP/corpus.h5" --specialize --examples 3 --windows 4 \
+    --baseline "$TMP/dense/model.h5" --json-out "$TMP/table.json" || fail "eval --specialize"
+for d in c headers tests; do
+    grep -q "^$d " "$TMP/out" || { cat "$TMP/out" >&2; fail "--specialize table lacks source domain '$d'"; }
+done
+grep -q '"domain": "headers", "windows": 4, "soup_uniform_bpb": ' "$TMP/table.json" || fail "--json-out table"
+grep -q '"baseline_bpb": ' "$TMP/table.json" || fail "--json-out lacks the baseline"
+passed=$((passed + 1))
+
+run_mpi 2 "^wrote $TMP/fit.h5" "$LADLE" fit-weights "$TMP/soup/model.h5" --like "$top_srcdir"/include/ladle/*.h \
+    -o "$TMP/fit.h5" --steps 15 --windows 16 || fail "fit-weights"
+awk '/^loss on/ { found = 1; ok = ($8 + 0 <= $6 + 1e-4) } END { exit !(found && ok) }' "$TMP/out" || { cat "$TMP/out" >&2; fail "fit-weights increased the loss"; }
+passed=$((passed + 1))
+echo "specialize: $passed passed, 0 failed"
