@@ -12,9 +12,9 @@
 
 /* ---- selections ---------------------------------------------------------------
  * A rank owns a contiguous range of the flat parameter vector; inside one tensor that
- * is a flat element range [x0, x1), which in the tensor's row-major [rows, cols] shape
- * is at most three blocks: the tail of a row, whole rows, the head of a row. Expert
- * datasets have a leading expert index: the same blocks in every plane j. */
+ * is a flat element range [x0, x1): at most three blocks of the tensor's row-major
+ * shape (ladle_flat_blocks). Expert datasets have a leading expert index: the same
+ * blocks in every plane j. */
 
 typedef struct {
     int rank;            /* dataset rank: tensor rank, +1 with a leading expert index */
@@ -53,16 +53,9 @@ static void or_block(hid_t space, const tensor_space *ts, int plane, hsize_t row
 /* Select flat elements [x0, x1) of plane `plane` (-1: no plane dimension). */
 static void select_flat(hid_t space, const tensor_space *ts, int plane, hsize_t x0, hsize_t x1, int *first)
 {
-    hsize_t cols = ts->dims[ts->rank - 1];
-    if (x0 >= x1) return;
-    hsize_t r0 = x0 / cols, c0 = x0 % cols, r1 = x1 / cols, c1 = x1 % cols;
-    if (r0 == r1) {
-        or_block(space, ts, plane, r0, c0, 1, c1 - c0, first);
-        return;
-    }
-    or_block(space, ts, plane, r0, c0, 1, cols - c0, first);       /* tail of the first row */
-    or_block(space, ts, plane, r0 + 1, 0, r1 - r0 - 1, cols, first); /* whole rows */
-    or_block(space, ts, plane, r1, 0, 1, c1, first);                /* head of the last row */
+    ladle_block b[3];
+    int n = ladle_flat_blocks((size_t)x0, (size_t)x1, (size_t)ts->dims[ts->rank - 1], b);
+    for (int i = 0; i < n; i++) or_block(space, ts, plane, b[i].row, b[i].col, b[i].rows, b[i].cols, first);
 }
 
 /* The part of tensor t inside [lo, hi) of the flat vector, as offsets into the tensor. */
@@ -203,6 +196,72 @@ static void write_float_array_attr(hid_t obj, const char *name, const float *v, 
     H5_CHECK(H5Sclose(space));
 }
 
+/* ---- low-rank factors ------------------------------------------------------------
+ * In memory a factor is [rows x n r] (column j r + s is expert j's s-th column); in the
+ * file it is [n, rows, r], so that U[j] @ V[j].T is expert j's matrix in h5py. */
+
+static void lowrank_to_file(const float *mem, float *file, size_t rows, int n, int r)
+{
+    for (int j = 0; j < n; j++)
+        for (size_t i = 0; i < rows; i++)
+            for (int q = 0; q < r; q++)
+                file[((size_t)j * rows + i) * r + q] = mem[i * (size_t)n * r + (size_t)j * r + q];
+}
+
+static void lowrank_from_file(const float *file, float *mem, size_t rows, int n, int r)
+{
+    for (int j = 0; j < n; j++)
+        for (size_t i = 0; i < rows; i++)
+            for (int q = 0; q < r; q++)
+                mem[i * (size_t)n * r + (size_t)j * r + q] = file[((size_t)j * rows + i) * r + q];
+}
+
+/* Write (rank 0) or read (everyone) /experts/<tensor>/U and V of every low-rank site. */
+static void transfer_lowrank(hid_t experts, const ladle_soup *soup, const ladle_model *m, int rank, io_dir dir,
+                             float *lowrank, const char *path)
+{
+    for (int s = 0; s < soup->n_sites; s++) {
+        const ladle_tensor *w = &m->tensors[soup->sites[s].tensor];
+        hid_t group;
+        if (dir == IO_WRITE) {
+            hid_t gcpl = ladle_h5_untimed_group_props();
+            group = H5Gcreate2(experts, w->name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+            H5_CHECK(H5Pclose(gcpl));
+        } else {
+            if (H5Lexists(experts, w->name, H5P_DEFAULT) <= 0)
+                ladle_usage_error("soup '%s' lacks the low-rank experts /experts/%s", path, w->name);
+            group = H5Gopen2(experts, w->name, H5P_DEFAULT);
+        }
+        H5_CHECK(group);
+        for (int f = 0; f < 2; f++) {
+            const ladle_tensor *lt = &soup->lowrank_tensors[2 * s + f];
+            size_t rows = (size_t)lt->shape[0];
+            /* a [n, rows, r] dataset viewed as a tensor of n planes of [rows, r] */
+            ladle_tensor plane = *lt;
+            plane.shape[1] = soup->rank;
+            plane.size = rows * (size_t)soup->rank;
+            tensor_space ts = space_of(&plane, soup->n);
+            const char *name = f ? "V" : "U";
+            float *buf = ladle_malloc(lt->size * sizeof(float), "low-rank factor");
+            hid_t dset;
+            if (dir == IO_WRITE) {
+                dset = create_dataset(group, name, &ts);
+                lowrank_to_file(lowrank + lt->offset, buf, rows, soup->n, soup->rank);
+                transfer(dset, &ts, soup->n, rank == 0, 0, plane.size, buf, plane.size, IO_WRITE);
+            } else {
+                char gname[LADLE_TENSOR_NAME_MAX + 16];
+                snprintf(gname, sizeof gname, "experts/%s", w->name);
+                dset = open_dataset(group, gname, name, &ts, path);
+                transfer(dset, &ts, soup->n, 1, 0, plane.size, buf, plane.size, IO_READ);
+                lowrank_from_file(buf, lowrank + lt->offset, rows, soup->n, soup->rank);
+            }
+            free(buf);
+            H5_CHECK(H5Dclose(dset));
+        }
+        H5_CHECK(H5Gclose(group));
+    }
+}
+
 /* ---- save -------------------------------------------------------------------- */
 
 void ladle_ckpt_save(const char *path, const ladle_ckpt_contents *c)
@@ -252,7 +311,7 @@ void ladle_ckpt_save(const char *path, const ladle_ckpt_contents *c)
     if (soup && soup->n > 0) {
         hid_t experts = H5Gcreate2(file, "experts", H5P_DEFAULT, gcpl, H5P_DEFAULT);
         H5_CHECK(experts);
-        for (int i = 0; i < m->n_tensors; i++) {
+        for (int i = 0; i < m->n_tensors && soup->rank == 0; i++) {
             const ladle_tensor *t = &m->tensors[i];
             if (t->offset < soup->bank_lo || t->offset >= soup->bank_hi) continue;   /* carries no experts */
             tensor_space ts = space_of(t, soup->n);
@@ -263,6 +322,7 @@ void ladle_ckpt_save(const char *path, const ladle_ckpt_contents *c)
             transfer(dset, &ts, soup->n, have, x0, x1, buf, soup->own_len, IO_WRITE);
             H5_CHECK(H5Dclose(dset));
         }
+        transfer_lowrank(experts, soup, m, s->rank, IO_WRITE, soup->lowrank, path);
         H5_CHECK(H5Gclose(experts));
         /* the router is replicated: rank 0 writes it */
         hid_t router = H5Gcreate2(file, "router", H5P_DEFAULT, gcpl, H5P_DEFAULT);
@@ -323,12 +383,12 @@ void ladle_ckpt_load(const char *path, MPI_Comm comm, ladle_ckpt_loaded *out)
     H5_CHECK(H5Gclose(shared));
 
     int n = strcmp(out->kind, "soup") == 0 ? out->cfg.experts : 0;
-    ladle_soup_create(&out->soup, m, s, n, out->cfg.experts_on);
+    ladle_soup_create(&out->soup, m, s, n, out->cfg.experts_on, out->cfg.expert_rank);
     if (n > 0) {
         hid_t experts = H5Gopen2(file, "experts", H5P_DEFAULT);
         if (experts < 0) ladle_usage_error("soup '%s' has no /experts group", path);
         const ladle_soup *soup = &out->soup;
-        for (int i = 0; i < m->n_tensors; i++) {
+        for (int i = 0; i < m->n_tensors && soup->rank == 0; i++) {
             const ladle_tensor *t = &m->tensors[i];
             if (t->offset < soup->bank_lo || t->offset >= soup->bank_hi) continue;
             tensor_space ts = space_of(t, n);
@@ -339,6 +399,7 @@ void ladle_ckpt_load(const char *path, MPI_Comm comm, ladle_ckpt_loaded *out)
             transfer(dset, &ts, n, have, x0, x1, buf, soup->own_len, IO_READ);
             H5_CHECK(H5Dclose(dset));
         }
+        transfer_lowrank(experts, soup, m, s->rank, IO_READ, out->soup.lowrank, path);
         H5_CHECK(H5Gclose(experts));
         if (out->n_domains < 1) ladle_usage_error("soup '%s' names no domains", path);
         ladle_router_create(&out->router, out->n_domains, out->cfg.router_hidden, n,
@@ -380,7 +441,7 @@ float *ladle_ckpt_gather_theta(const ladle_ckpt_loaded *l, const float *h, float
     float *alpha = ladle_calloc((size_t)l->soup.n, sizeof(float), "expert coefficients");
     float *merged = ladle_calloc(s->slice, sizeof(float), "merged slice");
     ladle_router_forward(&l->router, l->router_params, h, alpha, NULL);
-    ladle_soup_merge(&l->soup, alpha, l->shared_slice, merged, s->slice);
+    ladle_soup_merge(&l->soup, &l->model, alpha, l->shared_slice, merged, s->slice);
     ladle_shard_allgather(s, merged, theta);
     if (alpha_out) memcpy(alpha_out, alpha, (size_t)l->soup.n * sizeof(float));
     free(alpha);

@@ -112,7 +112,7 @@ void ladle_router_forward(const ladle_router *router, const float *params, const
     for (int i = 0; i < H; i++) c->hidden[i] = c->pre[i] > 0.0f ? c->pre[i] : 0.0f;
     matmul_forward(alpha, c->hidden, params + t[W2].offset, params + t[B2].offset, 1, H, n);
     if (router->alpha_kind == LADLE_ALPHA_SOFTMAX) softmax_inplace(alpha, n);
-    if (cache) memcpy(cache->alpha, alpha, (size_t)n * sizeof(float));
+    if (cache && cache->alpha != alpha) memcpy(cache->alpha, alpha, (size_t)n * sizeof(float));
     else ladle_router_cache_free(&scratch);
 }
 

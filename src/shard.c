@@ -36,3 +36,19 @@ double ladle_shard_sumsq(const ladle_shard *s, const float *slice)
     MPI_CHECK(MPI_Allreduce(&local, &total, 1, MPI_DOUBLE, MPI_SUM, s->comm));
     return total;
 }
+
+int ladle_flat_blocks(size_t x0, size_t x1, size_t cols, ladle_block blocks[3])
+{
+    int n = 0;
+    if (x0 >= x1) return 0;
+    size_t r0 = x0 / cols, c0 = x0 % cols, r1 = x1 / cols, c1 = x1 % cols;
+    if (r0 == r1) {
+        blocks[n++] = (ladle_block){r0, 1, c0, c1 - c0};
+        return n;
+    }
+    if (c0 > 0) blocks[n++] = (ladle_block){r0, 1, c0, cols - c0};       /* tail of the first row */
+    size_t first_full = c0 > 0 ? r0 + 1 : r0;
+    if (r1 > first_full) blocks[n++] = (ladle_block){first_full, r1 - first_full, 0, cols};   /* whole rows */
+    if (c1 > 0) blocks[n++] = (ladle_block){r1, 1, 0, c1};                /* head of the last row */
+    return n;
+}

@@ -139,7 +139,7 @@ void ladle_fit_weights(const ladle_ckpt_loaded *soup, const uint8_t *const *docs
         for (int d = 0; d < k; d++) h[d] = (float)(h[d] / sum);
         /* forward and backward through the frozen soup, as a training step does */
         ladle_router_forward(&soup->router, soup->router_params, h, alpha, &cache);
-        ladle_soup_merge(&soup->soup, alpha, soup->shared_slice, merged, s->slice);
+        ladle_soup_merge(&soup->soup, &soup->model, alpha, soup->shared_slice, merged, s->slice);
         ladle_shard_allgather(s, merged, theta);
         memset(grads, 0, s->padded * sizeof(float));
         double local_loss = 0.0;
@@ -151,7 +151,7 @@ void ladle_fit_weights(const ladle_ckpt_loaded *soup, const uint8_t *const *docs
         memset(red, 0, (size_t)(1 + n) * sizeof(double));
         red[0] = local_loss;
         memset(dalpha, 0, (size_t)n * sizeof(float));
-        ladle_soup_alpha_grad(&soup->soup, gslice, dalpha);
+        ladle_soup_backward(&soup->soup, &soup->model, alpha, gslice, s->slice, dalpha, NULL);
         for (int j = 0; j < n; j++) red[1 + j] = dalpha[j];
         MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, red, 1 + n, MPI_DOUBLE, MPI_SUM, s->comm));
         loss = red[0] / ((double)nw * T);
@@ -188,7 +188,7 @@ void ladle_instantiate(const ladle_ckpt_loaded *soup, const char *soup_path, con
     float *merged = ladle_calloc(s->slice, sizeof(float), "merged slice");
     /* each rank merges its own slice; nothing is gathered */
     ladle_router_forward(&soup->router, soup->router_params, h, alpha, NULL);
-    ladle_soup_merge(&soup->soup, alpha, soup->shared_slice, merged, s->slice);
+    ladle_soup_merge(&soup->soup, &soup->model, alpha, soup->shared_slice, merged, s->slice);
     /* an instantiated model is dense: the same configuration without the bank */
     ladle_config dense = soup->cfg;
     dense.experts = 0;

@@ -24,9 +24,6 @@ void ladle_trainer_create(ladle_trainer *tr, const ladle_config *cfg, MPI_Comm c
     memset(tr, 0, sizeof *tr);
     tr->cfg = *cfg;
     if (cfg->corpus[0] == '\0') ladle_usage_error("data.corpus is not set: give the corpus file written by 'ladle prep'");
-    if (cfg->expert_rank > 0)
-        ladle_usage_error("soup.rank = %d: low-rank experts are not available yet; use soup.rank = 0 (dense experts)",
-                          cfg->expert_rank);
     ladle_corpus_open(&tr->corpus, cfg->corpus, comm);
     ladle_corpus_check_context(&tr->corpus, cfg->corpus, cfg->context);
     if (cfg->meta_support > tr->corpus.n_domains)
@@ -51,10 +48,11 @@ void ladle_trainer_create(ladle_trainer *tr, const ladle_config *cfg, MPI_Comm c
     ladle_model_init_range(&tr->model, tr->param_slice, s->lo, s->hi, (uint64_t)cfg->seed);
 
     /* the bank (empty for a dense model) and the replicated router */
-    ladle_soup_create(&tr->soup, &tr->model, s, n, cfg->experts_on);
-    ladle_soup_init(&tr->soup, cfg->expert_init_std, (uint64_t)cfg->seed);
+    ladle_soup_create(&tr->soup, &tr->model, s, n, cfg->experts_on, cfg->expert_rank);
+    ladle_soup_init(&tr->soup, &tr->model, cfg->expert_init_std, (uint64_t)cfg->seed);
     tr->h = alloc_floats((size_t)k, "domain weights");
     tr->alpha = alloc_floats((size_t)(n > 0 ? n : 1), "expert coefficients");
+    tr->dalpha = alloc_floats((size_t)(n > 0 ? n : 1), "expert coefficient gradients");
     tr->reduced = ladle_calloc((size_t)(3 + n), sizeof(double), "reduction buffer");
     if (n > 0) {
         ladle_router_create(&tr->router, k, cfg->router_hidden, n, (ladle_alpha_kind)cfg->router_alpha);
@@ -79,7 +77,7 @@ void ladle_trainer_free(ladle_trainer *tr)
     ladle_activations_free(&tr->acts);
     free(tr->param_slice); free(tr->merged_slice); free(tr->grad_slice); free(tr->adam_m); free(tr->adam_v);
     free(tr->params); free(tr->grads); free(tr->tokens); free(tr->targets);
-    free(tr->h); free(tr->alpha); free(tr->reduced);
+    free(tr->h); free(tr->alpha); free(tr->dalpha); free(tr->reduced);
     if (tr->soup.n > 0) {
         free(tr->router_params); free(tr->router_grads); free(tr->router_m); free(tr->router_v);
         ladle_router_cache_free(&tr->router_cache);
@@ -121,7 +119,7 @@ void ladle_trainer_gather_theta(ladle_trainer *tr, const float *h)
 {
     if (tr->soup.n > 0) {
         ladle_router_forward(&tr->router, tr->router_params, h, tr->alpha, NULL);
-        ladle_soup_merge(&tr->soup, tr->alpha, tr->param_slice, tr->merged_slice, tr->shard.slice);
+        ladle_soup_merge(&tr->soup, &tr->model, tr->alpha, tr->param_slice, tr->merged_slice, tr->shard.slice);
         ladle_shard_allgather(&tr->shard, tr->merged_slice, tr->params);
     } else {
         ladle_shard_allgather(&tr->shard, tr->param_slice, tr->params);
@@ -148,7 +146,7 @@ double ladle_trainer_step(ladle_trainer *tr, ladle_step_stats *st)
     /* 2. this rank's slice of Theta = S + sum_j alpha_j E_j */
     const float *theta_slice = tr->param_slice;
     if (n > 0) {
-        ladle_soup_merge(&tr->soup, tr->alpha, tr->param_slice, tr->merged_slice, s->slice);
+        ladle_soup_merge(&tr->soup, &tr->model, tr->alpha, tr->param_slice, tr->merged_slice, s->slice);
         theta_slice = tr->merged_slice;
     }
     double t1 = ladle_now();
@@ -179,22 +177,24 @@ double ladle_trainer_step(ladle_trainer *tr, ladle_step_stats *st)
     for (size_t i = 0; i < s->hi - s->lo; i++) red[1] += (double)tr->grad_slice[i] * tr->grad_slice[i];
     if (n > 0) {
         red[2] = ladle_soup_grad_sumsq(&tr->soup, tr->alpha, tr->grad_slice);
-        float *dalpha = tr->merged_slice;   /* free until the next merge: n floats of scratch */
-        memset(dalpha, 0, (size_t)n * sizeof(float));
-        ladle_soup_alpha_grad(&tr->soup, tr->grad_slice, dalpha);
-        for (int j = 0; j < n; j++) red[3 + j] = dalpha[j];
+        memset(tr->dalpha, 0, (size_t)n * sizeof(float));
+        ladle_soup_backward(&tr->soup, &tr->model, tr->alpha, tr->grad_slice, s->slice, tr->dalpha,
+                            tr->soup.lowrank_grad);
+        for (int j = 0; j < n; j++) red[3 + j] = tr->dalpha[j];
     }
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, red, 3 + n, MPI_DOUBLE, MPI_SUM, s->comm));
+    ladle_soup_reduce_lowrank(&tr->soup, s->comm);   /* low-rank factors are replicated */
     double t4 = ladle_now();
 
     /* 7. router backward from dalpha: the same on every rank, so omega stays replicated */
     double sumsq = red[1] + red[2];
     if (n > 0) {
-        float *dalpha = tr->merged_slice;
-        for (int j = 0; j < n; j++) dalpha[j] = (float)red[3 + j];
+        for (int j = 0; j < n; j++) tr->dalpha[j] = (float)red[3 + j];
         memset(tr->router_grads, 0, tr->router.n_params * sizeof(float));
         ladle_router_forward(&tr->router, tr->router_params, tr->h, tr->router_cache.alpha, &tr->router_cache);
-        ladle_router_backward(&tr->router, tr->router_params, tr->h, &tr->router_cache, dalpha, tr->router_grads, NULL);
+        ladle_router_backward(&tr->router, tr->router_params, tr->h, &tr->router_cache, tr->dalpha, tr->router_grads,
+                              NULL);
+        sumsq += ladle_soup_lowrank_sumsq(&tr->soup);   /* identical on every rank: added once */
         for (size_t i = 0; i < tr->router.n_params; i++) sumsq += (double)tr->router_grads[i] * tr->router_grads[i];
     }
 

@@ -24,7 +24,7 @@
  *   router.bin            the router's flat parameters (router_tensor lines)
  *   router_grads.bin      d(loss)/d(router parameters), from ladle_router_backward
  *   h.bin alpha.bin       [k] the domain weights, [n] alpha = router(h)
- *   dalpha.bin            [n] dalpha_j = <E_j, g>, from ladle_soup_alpha_grad
+ *   dalpha.bin            [n] dalpha_j = <E_j, g>, from ladle_soup_backward
  * and the manifest adds "soup n", "k K", "bank_lo", "bank_hi", "router_params" and one
  * "router_tensor NAME OFFSET ROWS COLS" line per router tensor. losses.txt / steps.txt
  * are then cfg.steps full soup steps as ladle_trainer_step takes them (single process),
@@ -154,8 +154,8 @@ static void run_soup(const char *dir, const ladle_config *cfg, const ladle_model
     ladle_shard_create(&shard, np, MPI_COMM_SELF);
     LADLE_CHECK(shard.lo == 0 && shard.hi == np && shard.slice == np, "single-rank shard is not the whole vector");
     ladle_soup soup;
-    ladle_soup_create(&soup, model, &shard, n, cfg->experts_on);
-    ladle_soup_init(&soup, cfg->expert_init_std, seed);
+    ladle_soup_create(&soup, model, &shard, n, cfg->experts_on, cfg->expert_rank);
+    ladle_soup_init(&soup, model, cfg->expert_init_std, seed);
     LADLE_CHECK(soup.own_lo == soup.bank_lo && soup.own_len == soup.bank_hi - soup.bank_lo,
                 "single-rank soup does not own the whole bank range");
     const size_t pb = soup.own_len;
@@ -182,11 +182,11 @@ static void run_soup(const char *dir, const ladle_config *cfg, const ladle_model
 
     /* ---- one pass at the initial parameters, each piece as ladle_trainer_step does it ---- */
     ladle_router_forward(&router, rparams, h, alpha, NULL);
-    ladle_soup_merge(&soup, alpha, params, theta, np);
+    ladle_soup_merge(&soup, model, alpha, params, theta, np);
     double loss = ladle_model_forward(model, theta, acts, tokens, targets, B) / (double)BT;
     ladle_model_backward(model, theta, grads, acts, tokens, targets, B, grad_scale);
     memset(dalpha, 0, (size_t)n * sizeof(float));
-    ladle_soup_alpha_grad(&soup, grads, dalpha);
+    ladle_soup_backward(&soup, model, alpha, grads, shard.slice, dalpha, soup.lowrank_grad);
     ladle_router_forward(&router, rparams, h, cache.alpha, &cache);
     ladle_router_backward(&router, rparams, h, &cache, dalpha, rgrads, NULL);
 
@@ -229,13 +229,13 @@ static void run_soup(const char *dir, const ladle_config *cfg, const ladle_model
     FILE *fs = open_out(dir, "steps.txt", "w");
     for (long t = 1; t <= cfg->steps; t++) {
         ladle_router_forward(&router, rparams, h, alpha, NULL);
-        ladle_soup_merge(&soup, alpha, params, theta, shard.slice);
+        ladle_soup_merge(&soup, model, alpha, params, theta, shard.slice);
         memset(grads, 0, np * sizeof(float));
         double step_loss = ladle_model_forward(model, theta, acts, tokens, targets, B) / (double)BT;
         ladle_model_backward(model, theta, grads, acts, tokens, targets, B, grad_scale);
         double sumsq = sum_squares(grads, np) + ladle_soup_grad_sumsq(&soup, alpha, grads);
         memset(dalpha, 0, (size_t)n * sizeof(float));
-        ladle_soup_alpha_grad(&soup, grads, dalpha);
+        ladle_soup_backward(&soup, model, alpha, grads, shard.slice, dalpha, soup.lowrank_grad);
         memset(rgrads, 0, nr * sizeof(float));
         ladle_router_forward(&router, rparams, h, cache.alpha, &cache);
         ladle_router_backward(&router, rparams, h, &cache, dalpha, rgrads, NULL);

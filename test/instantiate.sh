@@ -49,6 +49,34 @@ PY
     passed=$((passed + 1))
 fi
 
+# low-rank experts: the file holds U [n, rows, r] and V [n, cols, r] per matrix, and
+# the instantiated model is S + sum_j alpha_j U_j V_j^T
+if "$PYTHON3" -c 'import h5py, numpy' 2>/dev/null; then
+    # shellcheck disable=SC2086
+    run_mpi 3 "^done: 10 steps" "$LADLE" train $TINY soup.experts=3 soup.rank=2 router.hidden=8 soup.expert_init_std=0.02 \
+        train.steps=10 data.corpus="$TMP/corpus.h5" run.dir="$TMP/lowrank" || fail "low-rank soup training"
+    run_mpi 2 "^wrote" "$LADLE" instantiate "$TMP/lowrank/model.h5" -o "$TMP/lr-spec.h5" --weights headers=1 \
+        || fail "instantiate a low-rank soup"
+    "$PYTHON3" - "$TMP/lowrank/model.h5" "$TMP/lr-spec.h5" <<'PY' || fail "low-rank instantiated model != S + sum alpha_j U_j V_j^T"
+import sys, h5py, numpy as np
+soup, spec = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+alpha = np.asarray(spec.attrs["alpha"], dtype=np.float64)
+worst, sites = 0.0, 0
+for name, s in soup["shared"].items():
+    theta = s[...].astype(np.float64)
+    if name in soup["experts"]:
+        g = soup["experts"][name]
+        u, v = g["U"][...].astype(np.float64), g["V"][...].astype(np.float64)
+        assert u.shape == (3, s.shape[0], 2) and v.shape == (3, s.shape[1], 2), (u.shape, v.shape)
+        theta = theta + sum(alpha[j] * u[j] @ v[j].T for j in range(3))
+        sites += 1
+    worst = max(worst, float(np.max(np.abs(spec["shared"][name][...] - theta)) / (np.max(np.abs(theta)) + 1e-12)))
+print("low-rank: %d matrices with experts, max relative difference %.2e" % (sites, worst))
+sys.exit(0 if worst < 1e-5 and sites == 10 else 1)
+PY
+    passed=$((passed + 1))
+fi
+
 # evaluating the instantiated model = evaluating the soup at the same weights
 run_mpi 2 "mean" "$LADLE" eval "$TMP/spec1.h5" --corpus "$TMP/corpus.h5" --windows 4 || fail "eval instantiated"
 grep '^c \|^headers\|^tests' "$TMP/out" > "$TMP/e1"

@@ -39,6 +39,22 @@ awk -v a="$b1" -v b="$b2" 'BEGIN { exit !(a > 0 && b <= a / 2 + 3 * 5 * 4 && b >
 echo "bank shard: 1 rank $b1 bytes, 2 ranks $b2 bytes"
 passed=$((passed + 1))
 
+# low-rank experts (replicated factors, each rank merging and differentiating the rows of
+# its own slice, blocks cut mid-row): the same losses on 1, 2 and 3 ranks
+for n in 1 2 3; do
+    # shellcheck disable=SC2086
+    run_mpi $n "^done: 12 steps" "$LADLE" train $SOUP soup.rank=2 soup.experts_on=blocks train.steps=12 \
+        data.corpus="$TMP/corpus.h5" run.dir="$TMP/lowrank$n" || fail "low-rank soup on $n ranks"
+    grep '"tokens_per_s"' "$TMP/lowrank$n/metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/' > "$TMP/lr$n"
+done
+for n in 2 3; do
+    paste "$TMP/lr1" "$TMP/lr$n" | awk -v n=$n '
+        { d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > worst) worst = r; if (r > 1e-5) bad++ }
+        END { printf "low-rank soup, 1 vs %d ranks: worst relative difference %.2e over %d steps\n", n, worst, NR;
+              exit bad > 0 || NR != 12 }' || fail "low-rank soup losses on $n ranks differ from 1 rank"
+    passed=$((passed + 1))
+done
+
 # zero-initialised experts: Theta = S at step 1 whatever alpha is, so the soup's first
 # loss equals the dense model's (same seed, same data)
 # shellcheck disable=SC2086

@@ -28,7 +28,7 @@ typedef struct {
     int B, k, n;
 } fixture;
 
-static void fixture_create(fixture *f, int experts_on, ladle_alpha_kind kind)
+static void fixture_create(fixture *f, int experts_on, ladle_alpha_kind kind, int rank)
 {
     memset(f, 0, sizeof *f);
     ladle_config_defaults(&f->cfg);
@@ -40,8 +40,8 @@ static void fixture_create(fixture *f, int experts_on, ladle_alpha_kind kind)
     f->shared = calloc(f->shard.slice, sizeof(float));
     ladle_model_init_range(&f->model, f->shared, 0, f->model.n_params, 5);
     for (size_t i = 0; i < f->model.n_params; i++) f->shared[i] += 0.1f * ladle_rng_normal(6, 0, 0, i);
-    ladle_soup_create(&f->soup, &f->model, &f->shard, f->n, experts_on);
-    ladle_soup_init(&f->soup, 0.2f, 7);
+    ladle_soup_create(&f->soup, &f->model, &f->shard, f->n, experts_on, rank);
+    ladle_soup_init(&f->soup, &f->model, 0.2f, 7);
     ladle_router_create(&f->router, f->k, 5, f->n, kind);
     f->router_params = calloc(f->router.n_params, sizeof(float));
     ladle_router_init(&f->router, f->router_params, 8);
@@ -74,7 +74,7 @@ static double loss_at(fixture *f, const float *alpha_override)
 {
     if (alpha_override) memcpy(f->alpha, alpha_override, (size_t)f->n * sizeof(float));
     else ladle_router_forward(&f->router, f->router_params, f->h, f->alpha, NULL);
-    ladle_soup_merge(&f->soup, f->alpha, f->shared, f->theta, f->shard.slice);
+    ladle_soup_merge(&f->soup, &f->model, f->alpha, f->shared, f->theta, f->shard.slice);
     double s = ladle_model_forward(&f->model, f->theta, &f->acts, f->tokens, f->targets, f->B);
     return s / ((double)f->B * f->cfg.context);
 }
@@ -102,14 +102,15 @@ static void fd_check(fixture *f, const char *what, float *x, const float *g, con
     printf("  %-34s rel. error %.2e\n", what, rel);
 }
 
-static void check_soup(int experts_on, ladle_alpha_kind kind)
+static void check_soup(int experts_on, ladle_alpha_kind kind, int rank)
 {
     fixture f;
-    fixture_create(&f, experts_on, kind);
+    fixture_create(&f, experts_on, kind, rank);
     const size_t p = f.model.n_params;
     char label[96];
     const char *on = experts_on ? "blocks" : "all";
-    const char *ak = kind == LADLE_ALPHA_SOFTMAX ? "softmax" : "raw";
+    char ak[32];
+    snprintf(ak, sizeof ak, "%s%s", kind == LADLE_ALPHA_SOFTMAX ? "softmax" : "raw", rank ? ", low-rank" : "");
 
     /* analytic gradients */
     loss_at(&f, NULL);
@@ -117,7 +118,7 @@ static void check_soup(int experts_on, ladle_alpha_kind kind)
     ladle_model_backward(&f.model, f.theta, g, &f.acts, f.tokens, f.targets, f.B,
                          1.0f / (float)(f.B * f.cfg.context));
     float *dalpha = calloc((size_t)f.n, sizeof(float));
-    ladle_soup_alpha_grad(&f.soup, g, dalpha);
+    ladle_soup_backward(&f.soup, &f.model, f.alpha, g, f.shard.slice, dalpha, f.soup.lowrank_grad);
     ladle_router_cache cache;
     ladle_router_cache_create(&cache, &f.router);
     ladle_router_forward(&f.router, f.router_params, f.h, cache.alpha, &cache);
@@ -137,13 +138,27 @@ static void check_soup(int experts_on, ladle_alpha_kind kind)
     float *dE = calloc((size_t)f.n * f.soup.own_len, sizeof(float));
     for (int j = 0; j < f.n; j++)
         for (size_t i = 0; i < f.soup.own_len; i++) dE[(size_t)j * f.soup.own_len + i] = f.alpha[j] * g[f.soup.own_lo + i];
-    int me = 0;
-    size_t eidx[48];
-    for (int j = 0; j < f.n; j++)
-        for (int q = 0; q < 16; q++)
-            eidx[me++] = (size_t)j * f.soup.own_len + ladle_rng_below(11, (uint64_t)j, 0, (uint64_t)q, f.soup.own_len);
-    snprintf(label, sizeof label, "dE_j (%s, %s)", on, ak);
-    fd_check(&f, label, f.soup.experts, dE, eidx, me, NULL, 2e-3);
+    if (rank == 0) {
+        int me = 0;
+        size_t eidx[48];
+        for (int j = 0; j < f.n; j++)
+            for (int q = 0; q < 16; q++)
+                eidx[me++] = (size_t)j * f.soup.own_len + ladle_rng_below(11, (uint64_t)j, 0, (uint64_t)q, f.soup.own_len);
+        snprintf(label, sizeof label, "dE_j (%s, %s)", on, ak);
+        fd_check(&f, label, f.soup.experts, dE, eidx, me, NULL, 2e-3);
+    } else {
+        /* every U and V of every site */
+        size_t lidx[64];
+        int ml = 0;
+        for (int t = 0; t < 2 * f.soup.n_sites && ml < 64; t++)
+            for (int q = 0; q < 4 && ml < 64; q++)
+                lidx[ml++] = f.soup.lowrank_tensors[t].offset +
+                             ladle_rng_below(13, (uint64_t)t, 0, (uint64_t)q, f.soup.lowrank_tensors[t].size);
+        snprintf(label, sizeof label, "dU, dV (%s, %s)", on, ak);
+        fd_check(&f, label, f.soup.lowrank, f.soup.lowrank_grad, lidx, ml, NULL, 2e-3);
+        EXPECT(&counts, f.soup.own_len == 0, "low-rank soups hold no dense experts");
+        EXPECT(&counts, f.soup.n_sites == (experts_on ? 4 : 6), "low-rank sites: %d", f.soup.n_sites);
+    }
 
     /* dalpha with the router bypassed */
     float *a0 = calloc((size_t)f.n, sizeof(float));
@@ -175,13 +190,23 @@ static void check_soup(int experts_on, ladle_alpha_kind kind)
         EXPECT(&counts, f.soup.bank_lo == 0 && f.soup.bank_hi == p, "all: bank covers the vector");
     }
 
-    /* merge = S + sum_j alpha_j E_j, element by element (at the unperturbed state) */
+    /* merge = S + sum_j alpha_j E_j (dense) or + sum_j alpha_j U_j V_j^T (low-rank),
+     * element by element, at the unperturbed state */
     loss_at(&f, NULL);
     double worst = 0;
     for (size_t i = 0; i < p; i++) {
         double v = f.shared[i];
         if (i >= f.soup.own_lo && i < f.soup.own_lo + f.soup.own_len)
             for (int j = 0; j < f.n; j++) v += (double)f.alpha[j] * f.soup.experts[(size_t)j * f.soup.own_len + i - f.soup.own_lo];
+        for (int si = 0; si < f.soup.n_sites; si++) {
+            const ladle_tensor *w = &f.model.tensors[f.soup.sites[si].tensor];
+            if (i < w->offset || i >= w->offset + w->size) continue;
+            size_t row = (i - w->offset) / (size_t)w->shape[1], col = (i - w->offset) % (size_t)w->shape[1];
+            int nr = f.n * rank;
+            for (int q = 0; q < nr; q++)
+                v += (double)f.alpha[q / rank] * f.soup.lowrank[f.soup.sites[si].u + row * nr + q] *
+                     f.soup.lowrank[f.soup.sites[si].v + col * nr + q];
+        }
         worst = fmax(worst, fabs(v - f.theta[i]));
     }
     EXPECT(&counts, worst < 1e-5, "merge differs from the naive sum by %g", worst);
@@ -202,9 +227,11 @@ static void check_soup(int experts_on, ladle_alpha_kind kind)
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
-    check_soup(0, LADLE_ALPHA_RAW);
-    check_soup(1, LADLE_ALPHA_RAW);
-    check_soup(0, LADLE_ALPHA_SOFTMAX);
+    check_soup(0, LADLE_ALPHA_RAW, 0);
+    check_soup(1, LADLE_ALPHA_RAW, 0);
+    check_soup(0, LADLE_ALPHA_SOFTMAX, 0);
+    check_soup(0, LADLE_ALPHA_RAW, 2);
+    check_soup(1, LADLE_ALPHA_SOFTMAX, 3);
     int rc = test_summary(&counts, "test_soup");
     MPI_Finalize();
     return rc;

@@ -6,7 +6,9 @@
  *                      domains (names, in the order h is indexed); instantiated models
  *                      also h, alpha and source (the soup they came from)
  *   /shared/<tensor>   float32, the tensor's true shape: S (a dense model's parameters)
- *   /experts/<tensor>  float32 [n, tensor shape]: E_j, indexed by global expert id
+ *   /experts/<tensor>  float32 [n, tensor shape]: E_j, indexed by global expert id;
+ *                      low-rank experts (soup.rank = r): a group with U [n, rows, r] and
+ *                      V [n, cols, r], expert j's matrix being U[j] V[j]^T
  *   /router/<tensor>   the router's omega (router.w1, router.b1, router.w2, router.b2)
  *
  * Every rank writes the hyperslabs of its own slice of S and of its bank shard, and

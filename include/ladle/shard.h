@@ -27,6 +27,15 @@ void ladle_shard_allgather(const ladle_shard *shard, const float *slice, float *
  * (MPI_Reduce_scatter_block). full must be padded length with zero padding. */
 void ladle_shard_reduce_scatter(const ladle_shard *shard, const float *full, float *slice);
 
+/* A flat element range [x0, x1) of a row-major matrix with `cols` columns is at most
+ * three rectangular blocks: the tail of a row, whole rows, the head of a row. Fills
+ * blocks[] and returns how many (0..3). */
+typedef struct {
+    size_t row, rows, col, cols;
+} ladle_block;
+
+int ladle_flat_blocks(size_t x0, size_t x1, size_t cols, ladle_block blocks[3]);
+
 /* Sum of squares of every rank's slice, in double (MPI_Allreduce). */
 double ladle_shard_sumsq(const ladle_shard *shard, const float *slice);
 

@@ -42,7 +42,7 @@ typedef struct {
     ladle_router router;
     float *router_params, *router_grads, *router_m, *router_v;
     ladle_router_cache router_cache;
-    float *h, *alpha;          /* this step's domain weights [k] and coefficients [n] */
+    float *h, *alpha, *dalpha; /* this step's domain weights [k], coefficients [n] and their gradient */
     double *reduced;           /* [3 + n]: loss sum, |dS|^2, |dE|^2, dalpha */
     ladle_activations acts;
     uint8_t *tokens, *targets;
