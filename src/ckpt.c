@@ -2,7 +2,10 @@
 #include "ladle/error.h"
 #include "ladle/h5io.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -262,12 +265,100 @@ static void transfer_lowrank(hid_t experts, const ladle_soup *soup, const ladle_
     }
 }
 
+/* ---- one parameter set: /shared, /experts, /router under a parent group ---------- */
+
+/* The vectors of one set (the parameters, or one AdamW moment) on this rank. */
+typedef struct {
+    float *shared;    /* shard.slice floats */
+    float *experts;   /* [n x own_len] */
+    float *lowrank;   /* soup->lowrank_size */
+    float *router;    /* router->n_params */
+} param_set;
+
+static hid_t child_group(hid_t parent, const char *name, io_dir dir, const char *path)
+{
+    hid_t g;
+    if (dir == IO_WRITE) {
+        hid_t gcpl = ladle_h5_untimed_group_props();
+        g = H5Gcreate2(parent, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        H5_CHECK(H5Pclose(gcpl));
+    } else {
+        if (H5Lexists(parent, name, H5P_DEFAULT) <= 0) ladle_usage_error("model '%s' has no group %s", path, name);
+        g = H5Gopen2(parent, name, H5P_DEFAULT);
+    }
+    H5_CHECK(g);
+    return g;
+}
+
+/* Collective: write or read one set. Each rank moves the hyperslabs of its own slice of
+ * S and of its bank shard; the replicated router and low-rank factors are written by
+ * rank 0 and read by everyone. */
+static void transfer_set(hid_t parent, io_dir dir, const ladle_model *m, const ladle_shard *s,
+                         const ladle_soup *soup, const ladle_router *router, const param_set *p, const char *path)
+{
+    hid_t shared = child_group(parent, "shared", dir, path);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ladle_tensor *t = &m->tensors[i];
+        tensor_space ts = space_of(t, 0);
+        hid_t dset = dir == IO_WRITE ? create_dataset(shared, t->name, &ts) : open_dataset(shared, "shared", t->name, &ts, path);
+        size_t x0 = 0, x1 = 0;
+        int have = tensor_part(t, s->lo, s->hi, &x0, &x1);
+        float *buf = have ? p->shared + (t->offset + x0 - s->lo) : NULL;
+        transfer(dset, &ts, 0, have, x0, x1, buf, x1 - x0, dir);
+        H5_CHECK(H5Dclose(dset));
+    }
+    H5_CHECK(H5Gclose(shared));
+    if (!soup || soup->n == 0) return;
+
+    hid_t experts = child_group(parent, "experts", dir, path);
+    for (int i = 0; i < m->n_tensors && soup->rank == 0; i++) {
+        const ladle_tensor *t = &m->tensors[i];
+        if (t->offset < soup->bank_lo || t->offset >= soup->bank_hi) continue;   /* carries no experts */
+        tensor_space ts = space_of(t, soup->n);
+        hid_t dset = dir == IO_WRITE ? create_dataset(experts, t->name, &ts)
+                                     : open_dataset(experts, "experts", t->name, &ts, path);
+        size_t x0 = 0, x1 = 0;
+        int have = tensor_part(t, soup->own_lo, soup->own_lo + soup->own_len, &x0, &x1);
+        float *buf = have ? p->experts + (t->offset + x0 - soup->own_lo) : NULL;
+        transfer(dset, &ts, soup->n, have, x0, x1, buf, soup->own_len, dir);
+        H5_CHECK(H5Dclose(dset));
+    }
+    transfer_lowrank(experts, soup, m, s->rank, dir, p->lowrank, path);
+    H5_CHECK(H5Gclose(experts));
+
+    hid_t rgroup = child_group(parent, "router", dir, path);
+    for (int i = 0; i < 4; i++) {
+        const ladle_tensor *t = &router->tensors[i];
+        tensor_space ts = space_of(t, 0);
+        hid_t dset = dir == IO_WRITE ? create_dataset(rgroup, t->name, &ts) : open_dataset(rgroup, "router", t->name, &ts, path);
+        transfer(dset, &ts, 0, dir == IO_READ || s->rank == 0, 0, t->size, p->router + t->offset, t->size, dir);
+        H5_CHECK(H5Dclose(dset));
+    }
+    H5_CHECK(H5Gclose(rgroup));
+}
+
+static param_set params_of(const ladle_ckpt_state *st)
+{
+    param_set p = {st->shared, st->soup ? st->soup->experts : NULL, st->soup ? st->soup->lowrank : NULL,
+                   st->router_params};
+    return p;
+}
+
+/* The AdamW moments: m (which = 0) or v (which = 1). */
+static param_set moments_of(const ladle_ckpt_state *st, int which)
+{
+    param_set p = {which ? st->shared_v : st->shared_m,
+                   st->soup ? (which ? st->soup->adam_v : st->soup->adam_m) : NULL,
+                   st->soup ? (which ? st->soup->lowrank_v : st->soup->lowrank_m) : NULL,
+                   which ? st->router_v : st->router_m};
+    return p;
+}
+
 /* ---- save -------------------------------------------------------------------- */
 
 void ladle_ckpt_save(const char *path, const ladle_ckpt_contents *c)
 {
     const ladle_shard *s = c->shard;
-    const ladle_model *m = c->model;
     char tmp[LADLE_PATH_MAX + 8];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     ladle_h5_quiet();
@@ -292,51 +383,22 @@ void ladle_ckpt_save(const char *path, const ladle_ckpt_contents *c)
     if (c->alpha && c->n_alpha > 0) write_float_array_attr(file, "alpha", c->alpha, c->n_alpha);
     if (c->source) ladle_h5_write_string_attr(file, "source", c->source);
 
-    hid_t gcpl = ladle_h5_untimed_group_props();
-    hid_t shared = H5Gcreate2(file, "shared", H5P_DEFAULT, gcpl, H5P_DEFAULT);
-    H5_CHECK(shared);
-    for (int i = 0; i < m->n_tensors; i++) {
-        const ladle_tensor *t = &m->tensors[i];
-        tensor_space ts = space_of(t, 0);
-        hid_t dset = create_dataset(shared, t->name, &ts);
-        size_t x0 = 0, x1 = 0;
-        int have = tensor_part(t, s->lo, s->hi, &x0, &x1);
-        float *buf = have ? (float *)c->shared_slice + (t->offset + x0 - s->lo) : NULL;
-        transfer(dset, &ts, 0, have, x0, x1, buf, x1 - x0, IO_WRITE);
-        H5_CHECK(H5Dclose(dset));
-    }
-    H5_CHECK(H5Gclose(shared));
-
-    const ladle_soup *soup = c->soup;
-    if (soup && soup->n > 0) {
-        hid_t experts = H5Gcreate2(file, "experts", H5P_DEFAULT, gcpl, H5P_DEFAULT);
-        H5_CHECK(experts);
-        for (int i = 0; i < m->n_tensors && soup->rank == 0; i++) {
-            const ladle_tensor *t = &m->tensors[i];
-            if (t->offset < soup->bank_lo || t->offset >= soup->bank_hi) continue;   /* carries no experts */
-            tensor_space ts = space_of(t, soup->n);
-            hid_t dset = create_dataset(experts, t->name, &ts);
-            size_t x0 = 0, x1 = 0;
-            int have = tensor_part(t, soup->own_lo, soup->own_lo + soup->own_len, &x0, &x1);
-            float *buf = have ? soup->experts + (t->offset + x0 - soup->own_lo) : NULL;
-            transfer(dset, &ts, soup->n, have, x0, x1, buf, soup->own_len, IO_WRITE);
-            H5_CHECK(H5Dclose(dset));
+    const ladle_ckpt_state *st = &c->state;
+    param_set p = params_of(st);
+    transfer_set(file, IO_WRITE, c->model, s, st->soup, st->router, &p, path);
+    if (c->with_optim) {
+        /* everything an exact resume needs beyond the parameters: the AdamW moments (the
+         * step count is the root's step; data and h are counter-based on (seed, step)) */
+        hid_t optim = child_group(file, "optim", IO_WRITE, path);
+        ladle_h5_write_long_attr(optim, "step", c->step);
+        for (int which = 0; which < 2; which++) {
+            hid_t g = child_group(optim, which ? "v" : "m", IO_WRITE, path);
+            param_set mo = moments_of(st, which);
+            transfer_set(g, IO_WRITE, c->model, s, st->soup, st->router, &mo, path);
+            H5_CHECK(H5Gclose(g));
         }
-        transfer_lowrank(experts, soup, m, s->rank, IO_WRITE, soup->lowrank, path);
-        H5_CHECK(H5Gclose(experts));
-        /* the router is replicated: rank 0 writes it */
-        hid_t router = H5Gcreate2(file, "router", H5P_DEFAULT, gcpl, H5P_DEFAULT);
-        H5_CHECK(router);
-        for (int i = 0; i < 4; i++) {
-            const ladle_tensor *t = &c->router->tensors[i];
-            tensor_space ts = space_of(t, 0);
-            hid_t dset = create_dataset(router, t->name, &ts);
-            transfer(dset, &ts, 0, s->rank == 0, 0, t->size, (float *)c->router_params + t->offset, t->size, IO_WRITE);
-            H5_CHECK(H5Dclose(dset));
-        }
-        H5_CHECK(H5Gclose(router));
+        H5_CHECK(H5Gclose(optim));
     }
-    H5_CHECK(H5Pclose(gcpl));
     H5_CHECK(H5Fclose(file));   /* collective: every rank's data is in the file */
     MPI_CHECK(MPI_Barrier(s->comm));
     if (s->rank == 0)
@@ -346,76 +408,78 @@ void ladle_ckpt_save(const char *path, const ladle_ckpt_contents *c)
 
 /* ---- load -------------------------------------------------------------------- */
 
+/* Root attributes every loader reads: kind, configuration, step, domain names. */
+static void read_header(hid_t file, const char *path, char *kind, size_t kind_len, ladle_config *cfg, long *step,
+                        char (**names)[LADLE_NAME_MAX], int *n_names)
+{
+    char *k = ladle_h5_read_string_attr(file, "kind");
+    if (!k) ladle_usage_error("model '%s' has no kind attribute", path);
+    snprintf(kind, kind_len, "%s", k);
+    free(k);
+    char *text = ladle_h5_read_string_attr(file, "config");
+    if (!text) ladle_usage_error("model '%s' has no config attribute", path);
+    char err[512];
+    if (ladle_config_from_text(cfg, text, err, sizeof err) != 0)
+        ladle_usage_error("model '%s': stored configuration rejected: %s", path, err);
+    free(text);
+    if (ladle_h5_read_long_attr(file, "step", step) != 0) *step = 0;
+    *n_names = read_names_attr(file, "domains", names);
+}
+
 void ladle_ckpt_load(const char *path, MPI_Comm comm, ladle_ckpt_loaded *out)
 {
     memset(out, 0, sizeof *out);
     hid_t file = ladle_h5_open_ladle_file(path, "model", LADLE_CKPT_FORMAT, LADLE_CKPT_VERSION, comm);
-    char *kind = ladle_h5_read_string_attr(file, "kind");
-    if (!kind) ladle_usage_error("model '%s' has no kind attribute", path);
-    snprintf(out->kind, sizeof out->kind, "%s", kind);
-    free(kind);
-    char *text = ladle_h5_read_string_attr(file, "config");
-    if (!text) ladle_usage_error("model '%s' has no config attribute", path);
-    char err[512];
-    if (ladle_config_from_text(&out->cfg, text, err, sizeof err) != 0)
-        ladle_usage_error("model '%s': stored configuration rejected: %s", path, err);
-    free(text);
-    if (ladle_h5_read_long_attr(file, "step", &out->step) != 0) out->step = 0;
-    out->n_domains = read_names_attr(file, "domains", &out->domain_names);
-
+    read_header(file, path, out->kind, sizeof out->kind, &out->cfg, &out->step, &out->domain_names, &out->n_domains);
     ladle_model_create(&out->model, &out->cfg);
     ladle_shard_create(&out->shard, out->model.n_params, comm);
-    const ladle_shard *s = &out->shard;
-    const ladle_model *m = &out->model;
-    out->shared_slice = ladle_calloc(s->slice, sizeof(float), "parameter slice");
-    hid_t shared = H5Gopen2(file, "shared", H5P_DEFAULT);
-    if (shared < 0) ladle_usage_error("model '%s' has no /shared group", path);
-    for (int i = 0; i < m->n_tensors; i++) {
-        const ladle_tensor *t = &m->tensors[i];
-        tensor_space ts = space_of(t, 0);
-        hid_t dset = open_dataset(shared, "shared", t->name, &ts, path);
-        size_t x0 = 0, x1 = 0;
-        int have = tensor_part(t, s->lo, s->hi, &x0, &x1);
-        float *buf = have ? out->shared_slice + (t->offset + x0 - s->lo) : NULL;
-        transfer(dset, &ts, 0, have, x0, x1, buf, x1 - x0, IO_READ);
-        H5_CHECK(H5Dclose(dset));
-    }
-    H5_CHECK(H5Gclose(shared));
-
+    out->shared_slice = ladle_calloc(out->shard.slice, sizeof(float), "parameter slice");
     int n = strcmp(out->kind, "soup") == 0 ? out->cfg.experts : 0;
-    ladle_soup_create(&out->soup, m, s, n, out->cfg.experts_on, out->cfg.expert_rank);
+    ladle_soup_create(&out->soup, &out->model, &out->shard, n, out->cfg.experts_on, out->cfg.expert_rank);
     if (n > 0) {
-        hid_t experts = H5Gopen2(file, "experts", H5P_DEFAULT);
-        if (experts < 0) ladle_usage_error("soup '%s' has no /experts group", path);
-        const ladle_soup *soup = &out->soup;
-        for (int i = 0; i < m->n_tensors && soup->rank == 0; i++) {
-            const ladle_tensor *t = &m->tensors[i];
-            if (t->offset < soup->bank_lo || t->offset >= soup->bank_hi) continue;
-            tensor_space ts = space_of(t, n);
-            hid_t dset = open_dataset(experts, "experts", t->name, &ts, path);
-            size_t x0 = 0, x1 = 0;
-            int have = tensor_part(t, soup->own_lo, soup->own_lo + soup->own_len, &x0, &x1);
-            float *buf = have ? soup->experts + (t->offset + x0 - soup->own_lo) : NULL;
-            transfer(dset, &ts, n, have, x0, x1, buf, soup->own_len, IO_READ);
-            H5_CHECK(H5Dclose(dset));
-        }
-        transfer_lowrank(experts, soup, m, s->rank, IO_READ, out->soup.lowrank, path);
-        H5_CHECK(H5Gclose(experts));
         if (out->n_domains < 1) ladle_usage_error("soup '%s' names no domains", path);
         ladle_router_create(&out->router, out->n_domains, out->cfg.router_hidden, n,
                             (ladle_alpha_kind)out->cfg.router_alpha);
         out->router_params = ladle_calloc(out->router.n_params, sizeof(float), "router parameters");
-        hid_t router = H5Gopen2(file, "router", H5P_DEFAULT);
-        if (router < 0) ladle_usage_error("soup '%s' has no /router group", path);
-        for (int i = 0; i < 4; i++) {
-            const ladle_tensor *t = &out->router.tensors[i];
-            tensor_space ts = space_of(t, 0);
-            hid_t dset = open_dataset(router, "router", t->name, &ts, path);
-            transfer(dset, &ts, 0, 1, 0, t->size, out->router_params + t->offset, t->size, IO_READ);
-            H5_CHECK(H5Dclose(dset));
-        }
-        H5_CHECK(H5Gclose(router));
     }
+    param_set p = {out->shared_slice, out->soup.experts, out->soup.lowrank, out->router_params};
+    transfer_set(file, IO_READ, &out->model, &out->shard, &out->soup, &out->router, &p, path);
+    H5_CHECK(H5Fclose(file));
+}
+
+void ladle_ckpt_peek(const char *path, MPI_Comm comm, ladle_config *stored, long *step)
+{
+    hid_t file = ladle_h5_open_ladle_file(path, "checkpoint", LADLE_CKPT_FORMAT, LADLE_CKPT_VERSION, comm);
+    char kind[32];
+    char (*names)[LADLE_NAME_MAX] = NULL;
+    int n_names = 0;
+    read_header(file, path, kind, sizeof kind, stored, step, &names, &n_names);
+    free(names);
+    H5_CHECK(H5Fclose(file));
+}
+
+void ladle_ckpt_restore(const char *path, const ladle_model *model, const ladle_shard *shard,
+                        const ladle_ckpt_state *state, ladle_config *stored, long *step)
+{
+    hid_t file = ladle_h5_open_ladle_file(path, "checkpoint", LADLE_CKPT_FORMAT, LADLE_CKPT_VERSION, shard->comm);
+    char kind[32];
+    char (*names)[LADLE_NAME_MAX] = NULL;
+    int n_names = 0;
+    read_header(file, path, kind, sizeof kind, stored, step, &names, &n_names);
+    free(names);
+    if (H5Lexists(file, "optim", H5P_DEFAULT) <= 0)
+        ladle_usage_error("'%s' holds no optimizer state (a %s model file, not a training checkpoint)", path, kind);
+    param_set p = params_of(state);
+    transfer_set(file, IO_READ, model, shard, state->soup, state->router, &p, path);
+    hid_t optim = H5Gopen2(file, "optim", H5P_DEFAULT);
+    H5_CHECK(optim);
+    for (int which = 0; which < 2; which++) {
+        hid_t g = child_group(optim, which ? "v" : "m", IO_READ, path);
+        param_set mo = moments_of(state, which);
+        transfer_set(g, IO_READ, model, shard, state->soup, state->router, &mo, path);
+        H5_CHECK(H5Gclose(g));
+    }
+    H5_CHECK(H5Gclose(optim));
     H5_CHECK(H5Fclose(file));
 }
 
@@ -454,4 +518,147 @@ int ladle_ckpt_domain_index(const ladle_ckpt_loaded *l, const char *name)
     for (int i = 0; i < l->n_domains; i++)
         if (strcmp(l->domain_names[i], name) == 0) return i;
     return -1;
+}
+
+/* ---- run directories ------------------------------------------------------------- */
+
+void ladle_ckpt_path(char *out, size_t len, const char *dir, long step)
+{
+    snprintf(out, len, "%s/ckpt-%08ld.h5", dir, step);
+}
+
+/* The step of a checkpoint file name, or -1. */
+static long checkpoint_step(const char *name)
+{
+    long step = -1;
+    char tail[8];
+    if (sscanf(name, "ckpt-%ld%7s", &step, tail) == 2 && strcmp(tail, ".h5") == 0 && step >= 0) return step;
+    return -1;
+}
+
+static int by_step_desc(const void *a, const void *b)
+{
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x < y) - (x > y);
+}
+
+/* Steps of the checkpoints in dir, newest first; *n receives the count. */
+static long *list_checkpoints(const char *dir, int *n)
+{
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    size_t cap = 16;
+    long *steps = ladle_malloc(cap * sizeof(long), "checkpoint list");
+    for (struct dirent *e; (e = readdir(d));) {
+        long step = checkpoint_step(e->d_name);
+        if (step < 0) continue;
+        if ((size_t)*n == cap) {
+            cap *= 2;
+            long *grown = realloc(steps, cap * sizeof(long));
+            LADLE_CHECK(grown, "out of memory listing checkpoints");
+            steps = grown;
+        }
+        steps[(*n)++] = step;
+    }
+    closedir(d);
+    qsort(steps, (size_t)*n, sizeof(long), by_step_desc);
+    return steps;
+}
+
+static void fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    LADLE_CHECK(fd >= 0, "cannot open run directory '%s': %s", dir, strerror(errno));
+    LADLE_CHECK(fsync(fd) == 0 || errno == EINVAL, "fsync of '%s' failed: %s", dir, strerror(errno));
+    close(fd);
+}
+
+void ladle_ckpt_commit(const char *dir, long step, int keep_last, int keep_every, MPI_Comm comm)
+{
+    int rank = 0;
+    MPI_CHECK(MPI_Comm_rank(comm, &rank));
+    if (rank == 0) {
+        fsync_dir(dir);   /* the checkpoint's rename is durable before latest points at it */
+        char latest[LADLE_PATH_MAX + 16], tmp[LADLE_PATH_MAX + 24], name[64];
+        snprintf(latest, sizeof latest, "%s/latest", dir);
+        snprintf(tmp, sizeof tmp, "%s/latest.tmp", dir);
+        snprintf(name, sizeof name, "ckpt-%08ld.h5\n", step);
+        FILE *f = fopen(tmp, "w");
+        LADLE_CHECK(f, "cannot write '%s': %s", tmp, strerror(errno));
+        LADLE_CHECK(fputs(name, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0, "cannot write '%s': %s", tmp,
+                    strerror(errno));
+        LADLE_CHECK(fclose(f) == 0, "cannot write '%s': %s", tmp, strerror(errno));
+        LADLE_CHECK(rename(tmp, latest) == 0, "cannot rename '%s': %s", tmp, strerror(errno));
+        fsync_dir(dir);
+        /* retention: the newest keep_last, plus every keep_every-th forever */
+        int n = 0;
+        long *steps = list_checkpoints(dir, &n);
+        for (int i = keep_last; i < n; i++) {
+            if (steps[i] == step || (keep_every > 0 && steps[i] % keep_every == 0)) continue;
+            char old[LADLE_PATH_MAX + 32];
+            ladle_ckpt_path(old, sizeof old, dir, steps[i]);
+            LADLE_CHECK(unlink(old) == 0 || errno == ENOENT, "cannot remove '%s': %s", old, strerror(errno));
+        }
+        free(steps);
+    }
+    MPI_CHECK(MPI_Barrier(comm));
+}
+
+/* Rank 0: does path open as a complete ladle training checkpoint? why gets the reason. */
+static int checkpoint_usable(const char *path, char *why, size_t len)
+{
+    if (access(path, R_OK) != 0) { snprintf(why, len, "%s", strerror(errno)); return 0; }
+    if (H5Fis_hdf5(path) <= 0) { snprintf(why, len, "not an HDF5 file (truncated or corrupt)"); return 0; }
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5_CHECK(fapl);
+    H5_CHECK(H5Pset_file_locking(fapl, 0, 1));
+    /* HDF5 refuses to open a file shorter than its superblock says: truncation shows here */
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5_CHECK(H5Pclose(fapl));
+    if (file < 0) { snprintf(why, len, "HDF5 cannot open it (truncated or corrupt)"); return 0; }
+    char *format = ladle_h5_read_string_attr(file, "format");
+    int ok = format && strcmp(format, LADLE_CKPT_FORMAT) == 0 && H5Lexists(file, "optim", H5P_DEFAULT) > 0 &&
+             H5Lexists(file, "shared", H5P_DEFAULT) > 0;
+    free(format);
+    if (!ok) snprintf(why, len, "not a complete ladle training checkpoint");
+    H5Fclose(file);
+    return ok;
+}
+
+int ladle_ckpt_find_latest(const char *dir, char *out, size_t len, MPI_Comm comm)
+{
+    int rank = 0, found = 0;
+    MPI_CHECK(MPI_Comm_rank(comm, &rank));
+    char path[LADLE_PATH_MAX + 32] = "";
+    if (rank == 0) {
+        ladle_h5_quiet();
+        /* candidates: what latest names, then every checkpoint, newest first */
+        char latest[LADLE_PATH_MAX + 16], name[128] = "";
+        snprintf(latest, sizeof latest, "%s/latest", dir);
+        FILE *f = fopen(latest, "r");
+        long first = -1;
+        if (f) {
+            if (fgets(name, sizeof name, f)) {
+                name[strcspn(name, "\r\n")] = '\0';
+                first = checkpoint_step(name);
+            }
+            fclose(f);
+        }
+        int n = 0;
+        long *steps = list_checkpoints(dir, &n);
+        for (int i = -1; i < n && !found; i++) {
+            long step = i < 0 ? first : steps[i];
+            if (step < 0 || (i >= 0 && step == first)) continue;
+            char why[128];
+            ladle_ckpt_path(path, sizeof path, dir, step);
+            if (checkpoint_usable(path, why, sizeof why)) found = 1;
+            else fprintf(stderr, "ladle: warning: checkpoint '%s' is unusable (%s); trying an older one\n", path, why);
+        }
+        free(steps);
+    }
+    MPI_CHECK(MPI_Bcast(&found, 1, MPI_INT, 0, comm));
+    MPI_CHECK(MPI_Bcast(path, (int)sizeof path, MPI_CHAR, 0, comm));
+    if (found) snprintf(out, len, "%s", path);
+    return found;
 }

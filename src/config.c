@@ -55,8 +55,11 @@ static const key_spec KEYS[] = {
     KEY("eval.sequences", KEY_INT, eval_sequences, "32", 1, 1 << 24, "valid windows per domain per evaluation"),
     KEY("log.every", KEY_INT, log_every, "1", 1, 1 << 30, "progress line every N steps"),
     KEY("log.peak_gflops", KEY_FLOAT, peak_gflops, "108", 0.001, 1e9, "peak GFLOP/s of one thread (BLIS sgemm; about 108 on this project's 2-core machine): MFU = model FLOP/s / (peak x threads x ranks)"),
-    KEY("run.dir", KEY_PATH, run_dir, "run", 0, 0, "output directory (metrics.jsonl, model.h5)"),
-    KEY("run.save_every", KEY_INT, save_every, "0", 0, 1 << 30, "write model.h5 every N steps (0 = only at the end)"),
+    KEY("run.dir", KEY_PATH, run_dir, "run", 0, 0, "output directory: metrics.jsonl, checkpoints ckpt-<step>.h5 and latest, model.h5 at the end"),
+    KEY("run.stop_after", KEY_INT, stop_after, "0", 0, 1 << 30, "run at most N steps in this invocation, then write a checkpoint and exit (0 = no limit): split a run over short allocations"),
+    KEY("ckpt.every", KEY_INT, ckpt_every, "0", 0, 1 << 30, "write a checkpoint every N steps (0 = only at the end); ladle train resumes from the newest"),
+    KEY("ckpt.keep_last", KEY_INT, ckpt_keep_last, "3", 1, 1 << 30, "checkpoints kept (the newest N)"),
+    KEY("ckpt.keep_every", KEY_INT, ckpt_keep_every, "0", 0, 1 << 30, "also keep forever every checkpoint whose step is a multiple of N (0 = none)"),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 

@@ -9,6 +9,7 @@
 #include "ladle/train.h"
 
 #include <blis.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <mpi.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -35,7 +37,8 @@ static const char *USAGE =
     "  keys      list every configuration key with its default\n"
     "\n"
     "options: --help, --version. 'ladle COMMAND --help' describes a command.\n"
-    "exit codes: 0 success, 1 runtime failure (I/O, MPI, HDF5, memory), 2 bad usage or input.\n";
+    "exit codes: 0 success, 1 runtime failure (I/O, MPI, HDF5, memory), 2 bad usage or input,\n"
+    "            3 training preempted by SIGUSR1/SIGTERM after writing a checkpoint (requeue to resume).\n";
 
 static int world_rank(void)
 {
@@ -153,40 +156,71 @@ static int cmd_prep(int argc, char **argv)
 
 /* ---- train ----------------------------------------------------------------------- */
 
+/* Start a run over: remove an old run's checkpoints, latest pointer, metrics and model. */
+static void clear_run_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d));) {
+        const char *n = e->d_name;
+        int ours = !strcmp(n, "latest") || !strcmp(n, "metrics.jsonl") || !strcmp(n, "model.h5") ||
+                   (!strncmp(n, "ckpt-", 5) && strstr(n, ".h5"));
+        if (!ours) continue;
+        char path[LADLE_PATH_MAX + 300];
+        snprintf(path, sizeof path, "%s/%s", dir, n);
+        LADLE_CHECK(unlink(path) == 0 || errno == ENOENT, "cannot remove '%s': %s", path, strerror(errno));
+    }
+    closedir(d);
+}
+
 static int cmd_train(int argc, char **argv)
 {
     const char *config_path = NULL;
-    int force = 0, n_over = 0;
+    int force = 0, fresh = 0, n_over = 0;
     char **over = ladle_calloc((size_t)argc + 1, sizeof(char *), "overrides");
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help")) {
             if (world_rank() == 0)
-                printf("usage: ladle train [CONFIG] [key=value ...] [--force]\n"
+                printf("usage: ladle train [CONFIG] [key=value ...] [--fresh [--force]]\n"
                        "Run under mpiexec for several ranks. CONFIG is a 'key = value' file; overrides follow.\n"
-                       "--force overwrites an existing run.dir. 'ladle keys' lists the keys.\n");
+                       "An existing run.dir is resumed from its newest checkpoint, on any rank count. --fresh\n"
+                       "starts over instead; over a run.dir that already holds a run it also needs --force, and\n"
+                       "then deletes that run's checkpoints and metrics. 'ladle keys' lists the keys.\n"
+                       "Exit codes: 0 done, 3 preempted (SIGUSR1/SIGTERM; a checkpoint was written: requeue).\n");
             free(over);
             return 0;
         } else if (!strcmp(argv[i], "--force")) force = 1;
+        else if (!strcmp(argv[i], "--fresh")) fresh = 1;
         else if (strchr(argv[i], '=')) over[n_over++] = argv[i];
         else if (argv[i][0] == '-') ladle_usage_error("train: unknown option '%s'", argv[i]);
         else if (!config_path) config_path = argv[i];
         else ladle_usage_error("train: two config files given ('%s' and '%s')", config_path, argv[i]);
     }
+    if (force && !fresh) ladle_usage_error("train: --force only goes with --fresh (without --fresh a run resumes)");
     ladle_config cfg;
     ladle_config_load(&cfg, config_path, n_over, over);
     free(over);
 
-    /* refuse to mix a new run into an old one's metrics (rank 0 looks, all agree) */
-    char metrics[LADLE_PATH_MAX + 32];
-    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", cfg.run_dir);
+    /* what run.dir holds decides between resume, refuse and start over (rank 0 looks) */
+    char path[LADLE_PATH_MAX + 32];
     struct stat st;
-    int exists = world_rank() == 0 && stat(metrics, &st) == 0;
-    MPI_CHECK(MPI_Bcast(&exists, 1, MPI_INT, 0, MPI_COMM_WORLD));
-    if (exists && !force)
-        ladle_usage_error("run.dir '%s' already holds a run (metrics.jsonl): choose another run.dir, or pass --force "
-                          "to overwrite it", cfg.run_dir);
-    if (exists && world_rank() == 0) LADLE_CHECK(remove(metrics) == 0, "cannot remove '%s'", metrics);
-
+    int state[2] = {0, 0};   /* has checkpoints (latest), has metrics */
+    if (world_rank() == 0) {
+        snprintf(path, sizeof path, "%s/latest", cfg.run_dir);
+        state[0] = stat(path, &st) == 0;
+        snprintf(path, sizeof path, "%s/metrics.jsonl", cfg.run_dir);
+        state[1] = stat(path, &st) == 0;
+    }
+    MPI_CHECK(MPI_Bcast(state, 2, MPI_INT, 0, MPI_COMM_WORLD));
+    int has_run = state[0] || state[1];
+    if (fresh && has_run && !force)
+        ladle_usage_error("run.dir '%s' already holds a run: --fresh would overwrite it; add --force to delete it and "
+                          "start over, or drop --fresh to resume it", cfg.run_dir);
+    if (!fresh && !state[0] && state[1])
+        ladle_usage_error("run.dir '%s' holds a run without checkpoints (metrics.jsonl, no 'latest'): nothing to resume; "
+                          "use --fresh --force to start over, or another run.dir", cfg.run_dir);
+    if (fresh && has_run && world_rank() == 0) clear_run_dir(cfg.run_dir);
+    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
     return ladle_train_run(&cfg, MPI_COMM_WORLD);
 }
 

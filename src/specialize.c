@@ -198,7 +198,7 @@ void ladle_instantiate(const ladle_ckpt_loaded *soup, const char *soup_path, con
         .cfg = &dense,
         .model = &soup->model,
         .shard = s,
-        .shared_slice = merged,
+        .state = {.shared = merged},
         .n_domains = soup->n_domains,
         .domain_names = (const char (*)[LADLE_NAME_MAX])soup->domain_names,
         .h = h,

@@ -7,6 +7,8 @@
 #include "ladle/soup.h"
 
 #include <blis.h>
+#include <errno.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,7 +70,7 @@ void ladle_trainer_create(ladle_trainer *tr, const ladle_config *cfg, MPI_Comm c
     ladle_activations_create(&tr->acts, &tr->model, local > 0 ? local : 1);
     tr->tokens = ladle_malloc((size_t)(local > 0 ? local : 1) * cfg->context, "batch tokens");
     tr->targets = ladle_malloc((size_t)(local > 0 ? local : 1) * cfg->context, "batch targets");
-    ladle_log_open(&tr->log, cfg->run_dir, s->rank);
+    tr->log.rank = s->rank;   /* opened by ladle_train_run, after a resume trimmed metrics.jsonl */
 }
 
 void ladle_trainer_free(ladle_trainer *tr)
@@ -275,10 +277,17 @@ void ladle_trainer_eval(ladle_trainer *tr)
     free(special);
 }
 
-static void save_model(ladle_trainer *tr)
+/* The run's state on this rank, for the checkpoint writer and reader. */
+static ladle_ckpt_state trainer_state(ladle_trainer *tr)
 {
-    char path[LADLE_PATH_MAX + 16];
-    snprintf(path, sizeof path, "%s/model.h5", tr->cfg.run_dir);
+    ladle_ckpt_state st = {tr->param_slice, tr->adam_m, tr->adam_v, &tr->soup, &tr->router,
+                           tr->router_params, tr->router_m, tr->router_v};
+    return st;
+}
+
+/* A model file (with_optim = 0: model.h5 for inference) or a training checkpoint. */
+static void save(ladle_trainer *tr, const char *path, int with_optim)
+{
     char (*names)[LADLE_NAME_MAX] = ladle_calloc((size_t)tr->corpus.n_domains, LADLE_NAME_MAX, "domain names");
     for (int d = 0; d < tr->corpus.n_domains; d++) memcpy(names[d], tr->corpus.domains[d].name, LADLE_NAME_MAX);
     ladle_ckpt_contents c = {
@@ -287,22 +296,130 @@ static void save_model(ladle_trainer *tr)
         .cfg = &tr->cfg,
         .model = &tr->model,
         .shard = &tr->shard,
-        .shared_slice = tr->param_slice,
-        .soup = &tr->soup,
-        .router = &tr->router,
-        .router_params = tr->router_params,
+        .state = trainer_state(tr),
+        .with_optim = with_optim,
         .n_domains = tr->corpus.n_domains,
         .domain_names = (const char (*)[LADLE_NAME_MAX])names,
     };
     ladle_ckpt_save(path, &c);
     free(names);
-    if (tr->shard.rank == 0) { printf("saved %s (step %ld)\n", path, tr->step); fflush(stdout); }
+}
+
+static void save_checkpoint(ladle_trainer *tr)
+{
+    const ladle_config *cfg = &tr->cfg;
+    char path[LADLE_PATH_MAX + 32];
+    ladle_ckpt_path(path, sizeof path, cfg->run_dir, tr->step);
+    double t0 = ladle_now();
+    save(tr, path, 1);
+    ladle_ckpt_commit(cfg->run_dir, tr->step, cfg->ckpt_keep_last, cfg->ckpt_keep_every, tr->shard.comm);
+    if (tr->shard.rank == 0) { printf("checkpoint %s (%.2f s)\n", path, ladle_now() - t0); fflush(stdout); }
+}
+
+/* Keys that fix the shape of the state: a checkpoint is refused if any differs. */
+static const char *const SHAPE_KEYS[] = {
+    "model.layers", "model.dim", "model.heads", "model.context", "soup.experts", "soup.experts_on",
+    "soup.rank", "router.hidden", "router.alpha",
+};
+
+/* Compare the stored configuration with the new one: shape keys must agree (usage error
+ * naming every one that differs); other changes are allowed and printed. */
+static void check_resume_config(const ladle_config *stored, const ladle_config *now, const char *path, int rank)
+{
+    char *a = ladle_config_to_text(stored), *b = ladle_config_to_text(now);
+    char refused[1024] = "";
+    /* walk both texts line by line: the same keys in the same order */
+    char *sa = NULL, *sb = NULL;
+    for (char *la = strtok_r(a, "\n", &sa), *lb = strtok_r(b, "\n", &sb); la && lb;
+         la = strtok_r(NULL, "\n", &sa), lb = strtok_r(NULL, "\n", &sb)) {
+        if (strcmp(la, lb) == 0) continue;
+        size_t key_len = strcspn(la, " ");
+        int shape = 0;
+        for (size_t i = 0; i < sizeof SHAPE_KEYS / sizeof SHAPE_KEYS[0]; i++)
+            shape |= strlen(SHAPE_KEYS[i]) == key_len && strncmp(la, SHAPE_KEYS[i], key_len) == 0;
+        if (shape) {
+            size_t used = strlen(refused);
+            snprintf(refused + used, sizeof refused - used, "%s'%s' (checkpoint) vs '%s' (now)", used ? "; " : "", la, lb);
+        } else if (rank == 0) {
+            printf("resume: changed setting: %s  (was: %s)\n", lb, la);
+        }
+    }
+    free(a);
+    free(b);
+    if (refused[0])
+        ladle_usage_error("cannot resume from '%s': the model's shape differs: %s (use another run.dir, or --fresh --force)",
+                          path, refused);
+}
+
+/* Drop metrics.jsonl lines of steps after `step`: the interrupted run logged them, the
+ * resumed run logs them again. Rank 0 only. */
+static void truncate_metrics(const char *run_dir, long step)
+{
+    char path[LADLE_PATH_MAX + 32], tmp[LADLE_PATH_MAX + 40];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *in = fopen(path, "r");
+    if (!in) return;
+    FILE *out = fopen(tmp, "w");
+    LADLE_CHECK(out, "cannot write '%s': %s", tmp, strerror(errno));
+    char line[4096];
+    while (fgets(line, sizeof line, in)) {
+        long s = -1;
+        if (sscanf(line, "{\"step\": %ld", &s) == 1 && s > step) continue;
+        LADLE_CHECK(fputs(line, out) >= 0, "cannot write '%s': %s", tmp, strerror(errno));
+    }
+    fclose(in);
+    LADLE_CHECK(fclose(out) == 0, "cannot write '%s': %s", tmp, strerror(errno));
+    LADLE_CHECK(rename(tmp, path) == 0, "cannot rename '%s': %s", tmp, strerror(errno));
+}
+
+/* The one piece of global mutable state besides MPI's: a signal handler can only reach
+ * a static flag. It is read at step boundaries and agreed on with an all-reduce. */
+static volatile sig_atomic_t preempt_signal = 0;
+
+static void on_preempt(int sig)
+{
+    preempt_signal = sig;
+}
+
+static void install_preemption_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_preempt;
+    sigemptyset(&sa.sa_mask);
+    LADLE_CHECK(sigaction(SIGUSR1, &sa, NULL) == 0 && sigaction(SIGTERM, &sa, NULL) == 0,
+                "cannot install the preemption signal handlers");
+}
+
+/* Did any rank receive SIGUSR1 or SIGTERM? (collective) */
+static int preemption_requested(MPI_Comm comm)
+{
+    int mine = preempt_signal != 0, any = 0;
+    MPI_CHECK(MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, comm));
+    return any;
 }
 
 int ladle_train_run(const ladle_config *cfg, MPI_Comm comm)
 {
+    install_preemption_handlers();
     ladle_trainer tr;
     ladle_trainer_create(&tr, cfg, comm);
+    char resume[LADLE_PATH_MAX + 32];
+    if (ladle_ckpt_find_latest(cfg->run_dir, resume, sizeof resume, comm)) {
+        ladle_config stored;
+        long step = 0;
+        ladle_ckpt_peek(resume, comm, &stored, &step);
+        check_resume_config(&stored, cfg, resume, tr.shard.rank);
+        ladle_ckpt_state st = trainer_state(&tr);
+        ladle_ckpt_restore(resume, &tr.model, &tr.shard, &st, &stored, &step);
+        tr.step = step;
+        if (tr.shard.rank == 0) {
+            truncate_metrics(cfg->run_dir, step);
+            printf("resuming from %s at step %ld\n", resume, step);
+        }
+    }
+    ladle_log_open(&tr.log, cfg->run_dir, tr.shard.rank);
     if (tr.shard.rank == 0) {
         char *text = ladle_config_to_text(cfg);
         printf("ladle %s: training on %d rank(s), resolved configuration:\n%s", PACKAGE_VERSION, tr.shard.size, text);
@@ -310,17 +427,45 @@ int ladle_train_run(const ladle_config *cfg, MPI_Comm comm)
     }
     ladle_trainer_report_memory(&tr);
     double start = ladle_now();
+    int rc = LADLE_EXIT_OK;
+    const long first_step = tr.step;
     while (tr.step < cfg->steps) {
         ladle_step_stats stats;
         ladle_trainer_step(&tr, &stats);
         int print = tr.step % cfg->log_every == 0 || tr.step == 1 || tr.step == cfg->steps;
         ladle_log_step(&tr.log, &stats, print);
         if (cfg->eval_every > 0 && tr.step % cfg->eval_every == 0 && tr.step < cfg->steps) ladle_trainer_eval(&tr);
-        if (cfg->save_every > 0 && tr.step % cfg->save_every == 0 && tr.step < cfg->steps) save_model(&tr);
+        if (cfg->ckpt_every > 0 && tr.step % cfg->ckpt_every == 0 && tr.step < cfg->steps) save_checkpoint(&tr);
+        if (preemption_requested(tr.shard.comm)) {
+            save_checkpoint(&tr);
+            if (tr.shard.rank == 0)
+                printf("preempted at step %ld: checkpoint written, exiting with code %d (requeue to resume)\n", tr.step,
+                       LADLE_EXIT_PREEMPTED);
+            rc = LADLE_EXIT_PREEMPTED;
+            break;
+        }
+        if (cfg->stop_after > 0 && tr.step - first_step >= cfg->stop_after && tr.step < cfg->steps) {
+            save_checkpoint(&tr);
+            if (tr.shard.rank == 0)
+                printf("stopping after %d steps of this invocation at step %ld (run.stop_after): run again to resume\n",
+                       cfg->stop_after, tr.step);
+            rc = -1;   /* a clean stop: not done, not an error */
+            break;
+        }
     }
-    ladle_trainer_eval(&tr);
-    save_model(&tr);
-    if (tr.shard.rank == 0) printf("done: %ld steps in %.1f s\n", tr.step, ladle_now() - start);
+    if (rc == -1) {
+        ladle_trainer_free(&tr);
+        return LADLE_EXIT_OK;
+    }
+    if (rc == LADLE_EXIT_OK) {
+        ladle_trainer_eval(&tr);
+        save_checkpoint(&tr);
+        char path[LADLE_PATH_MAX + 16];
+        snprintf(path, sizeof path, "%s/model.h5", cfg->run_dir);
+        save(&tr, path, 0);
+        if (tr.shard.rank == 0) printf("saved %s (step %ld)\ndone: %ld steps in %.1f s\n", path, tr.step, tr.step,
+                                       ladle_now() - start);
+    }
     ladle_trainer_free(&tr);
-    return LADLE_EXIT_OK;
+    return rc;
 }

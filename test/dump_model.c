@@ -28,7 +28,18 @@
  * and the manifest adds "soup n", "k K", "bank_lo", "bank_hi", "router_params" and one
  * "router_tensor NAME OFFSET ROWS COLS" line per router tensor. losses.txt / steps.txt
  * are then cfg.steps full soup steps as ladle_trainer_step takes them (single process),
- * on the same batch and the same h; grad_norm is the global norm over S, E and router.
+ * on the same batch and the same h; grad_norm is the global norm over S, E, the low-rank
+ * factors and the router. After them: params_final.bin (S), experts_final.bin,
+ * router_final.bin.
+ *
+ * With low-rank experts (soup.rank = r > 0) there is no dense bank: experts.bin,
+ * expert_grads.bin and experts_final.bin are empty, and instead
+ *   lowrank.bin           [q] the low-rank factors as initialised (soup.lowrank)
+ *   lowrank_grads.bin     [q] their gradients, from ladle_soup_backward
+ *   lowrank_final.bin     [q] the factors after the cfg.steps soup steps
+ * with the manifest adding "lowrank_size q", "sites N" and one
+ * "site NAME ROWS COLS U V" line per matrix with experts: U [ROWS x n r] at offset U and
+ * V [COLS x n r] at offset V of that vector, row-major, column j r + s of expert j.
  *
  * Not an MPI program (run it without mpiexec); MPI is initialised only because the
  * library's error paths use it. */
@@ -135,6 +146,15 @@ static void write_manifest(const char *dir, const ladle_config *cfg, const ladle
         fprintf(f, "bank_hi %zu\n", soup->bank_hi);
         fprintf(f, "router_params %zu\n", router->n_params);
         write_tensor_lines(f, "router_tensor", router->tensors, 4);
+        if (soup->rank > 0) {
+            fprintf(f, "lowrank_size %zu\n", soup->lowrank_size);
+            fprintf(f, "sites %d\n", soup->n_sites);
+            for (int s = 0; s < soup->n_sites; s++) {
+                const ladle_tensor *t = &model->tensors[soup->sites[s].tensor];
+                fprintf(f, "site %s %d %d %zu %zu\n", t->name, t->shape[0], t->shape[1], soup->sites[s].u,
+                        soup->sites[s].v);
+            }
+        }
     }
     close_out(f, dir, "manifest.txt");
 }
@@ -156,9 +176,17 @@ static void run_soup(const char *dir, const ladle_config *cfg, const ladle_model
     ladle_soup soup;
     ladle_soup_create(&soup, model, &shard, n, cfg->experts_on, cfg->expert_rank);
     ladle_soup_init(&soup, model, cfg->expert_init_std, seed);
-    LADLE_CHECK(soup.own_lo == soup.bank_lo && soup.own_len == soup.bank_hi - soup.bank_lo,
+    /* dense experts own the whole bank range; low-rank ones have no dense part */
+    LADLE_CHECK(soup.own_lo == soup.bank_lo &&
+                soup.own_len == (soup.rank > 0 ? 0 : soup.bank_hi - soup.bank_lo),
                 "single-rank soup does not own the whole bank range");
-    const size_t pb = soup.own_len;
+    LADLE_CHECK((soup.rank > 0) == (cfg->expert_rank > 0) && (soup.rank == 0 || soup.n_sites > 0),
+                "soup.rank = %d gave a soup of rank %d with %d low-rank sites", cfg->expert_rank, soup.rank,
+                soup.n_sites);
+    const size_t pb = soup.own_len, q = soup.lowrank_size;
+    /* the factors as initialised: the training steps below update soup.lowrank in place */
+    float *lowrank_init = ladle_malloc(q * sizeof(float), "initial low-rank factors");
+    if (q) memcpy(lowrank_init, soup.lowrank, q * sizeof(float));
 
     ladle_router router;
     ladle_router_create(&router, k, cfg->router_hidden, n, (ladle_alpha_kind)cfg->router_alpha);
@@ -193,24 +221,41 @@ static void run_soup(const char *dir, const ladle_config *cfg, const ladle_model
     /* dE_j = alpha_j g is never stored: ladle_soup_adamw forms it on the fly. Read it out
      * of the optimizer itself: one ladle_soup_adamw call on a probe copy of the bank with
      * beta1 = 0 (so the first moment becomes exactly the gradient it was given), lr = 0
-     * and grad_factor 1; the probe's adam_m is then dE, as the real update uses it. */
+     * and grad_factor 1; the probe's adam_m is then dE, as the real update uses it.
+     * The probe has its own copies of everything ladle_soup_adamw writes, the low-rank
+     * factors and their moments included: the real moments must stay zero for step 1. */
     ladle_soup probe = soup;
     probe.experts = ladle_malloc((size_t)n * pb * sizeof(float), "probe bank");
-    memcpy(probe.experts, soup.experts, (size_t)n * pb * sizeof(float));
+    if (pb) memcpy(probe.experts, soup.experts, (size_t)n * pb * sizeof(float));
     probe.adam_m = ladle_calloc((size_t)n * pb, sizeof(float), "expert gradients");
     probe.adam_v = ladle_calloc((size_t)n * pb, sizeof(float), "probe second moment");
+    probe.lowrank = ladle_malloc(q * sizeof(float), "probe low-rank factors");
+    if (q) memcpy(probe.lowrank, soup.lowrank, q * sizeof(float));
+    probe.lowrank_m = ladle_calloc(q, sizeof(float), "probe low-rank first moment");
+    probe.lowrank_v = ladle_calloc(q, sizeof(float), "probe low-rank second moment");
     ladle_config probe_cfg = *cfg;
     probe_cfg.beta1 = 0.0f;
     ladle_soup_adamw(&probe, model, &probe_cfg, alpha, grads, 1, 0.0f, 1.0f);
     float *egrads = probe.adam_m;
+    /* the low-rank gradient the optimizer consumes is lowrank_grad itself (beta1 = 0,
+     * grad_factor 1: m = g exactly); make sure it did, and that lr = 0 left U, V alone */
+    for (size_t i = 0; i < q; i++)
+        LADLE_CHECK(probe.lowrank_m[i] == soup.lowrank_grad[i] && probe.lowrank[i] == soup.lowrank[i],
+                    "ladle_soup_adamw probe: low-rank element %zu: m %g, gradient %g", i,
+                    (double)probe.lowrank_m[i], (double)soup.lowrank_grad[i]);
     free(probe.experts);
     free(probe.adam_v);
+    free(probe.lowrank);
+    free(probe.lowrank_m);
+    free(probe.lowrank_v);
 
     write_raw(dir, "params.bin", params, np * sizeof(float));
     write_raw(dir, "theta.bin", theta, np * sizeof(float));
     write_raw(dir, "grads.bin", grads, np * sizeof(float));
     write_raw(dir, "experts.bin", soup.experts, (size_t)n * pb * sizeof(float));
     write_raw(dir, "expert_grads.bin", egrads, (size_t)n * pb * sizeof(float));
+    write_raw(dir, "lowrank.bin", lowrank_init, q * sizeof(float));
+    write_raw(dir, "lowrank_grads.bin", soup.lowrank_grad, q * sizeof(float));
     write_raw(dir, "router.bin", rparams, nr * sizeof(float));
     write_raw(dir, "router_grads.bin", rgrads, nr * sizeof(float));
     write_raw(dir, "h.bin", h, sizeof h);
@@ -224,7 +269,8 @@ static void run_soup(const char *dir, const ladle_config *cfg, const ladle_model
 
     /* ---- cfg.steps soup steps on the same batch and the same h: ladle_trainer_step's
      * sequence on one rank (router forward, merge, forward/backward, global norm over S,
-     * E and the router, clip, AdamW on S, on the bank and on the router) ---- */
+     * E, the low-rank factors and the router, clip, AdamW on S, on the bank (dense or
+     * low-rank) and on the router) ---- */
     FILE *fl = open_out(dir, "losses.txt", "w");
     FILE *fs = open_out(dir, "steps.txt", "w");
     for (long t = 1; t <= cfg->steps; t++) {
@@ -239,6 +285,8 @@ static void run_soup(const char *dir, const ladle_config *cfg, const ladle_model
         memset(rgrads, 0, nr * sizeof(float));
         ladle_router_forward(&router, rparams, h, cache.alpha, &cache);
         ladle_router_backward(&router, rparams, h, &cache, dalpha, rgrads, NULL);
+        /* one process: ladle_soup_reduce_lowrank would be a no-op */
+        sumsq += ladle_soup_lowrank_sumsq(&soup);
         sumsq += sum_squares(rgrads, nr);
         double norm = sqrt(sumsq);
         float factor = ladle_clip_factor(cfg, norm);
@@ -254,9 +302,14 @@ static void run_soup(const char *dir, const ladle_config *cfg, const ladle_model
     write_raw(dir, "params_final.bin", params, np * sizeof(float));
     write_raw(dir, "experts_final.bin", soup.experts, (size_t)n * pb * sizeof(float));
     write_raw(dir, "router_final.bin", rparams, nr * sizeof(float));
+    write_raw(dir, "lowrank_final.bin", soup.lowrank, q * sizeof(float));
 
     printf("dump_model: %s: soup of %d experts over [%zu, %zu) of %zu parameters, router %zu, B=%d T=%d, "
            "loss %.6f\n", dir, n, soup.bank_lo, soup.bank_hi, np, nr, B, T, loss);
+    if (soup.rank > 0)
+        printf("dump_model: %s: rank-%d experts on %d matrices, %zu low-rank parameters\n", dir, soup.rank,
+               soup.n_sites, q);
+    free(lowrank_init);
 
     ladle_router_cache_free(&cache);
     free(rparams); free(rgrads); free(rm); free(rv);

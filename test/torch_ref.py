@@ -29,6 +29,15 @@ matrices/embeddings and router.w1/w2, one clip_grad_norm_ over all of them) agai
 C losses and gradient norms, and the state after them (S, experts, router, as per-tensor
 updates); negative controls on dE, dalpha and a loss.
 
+With low-rank experts (soup.rank = r > 0) every matrix (2-D tensor) of the bank range
+carries, per expert j, factors U_j [rows x r] and V_j [cols x r], and
+Theta_W = S_W + sum_j alpha_j U_j V_j^T; vectors carry no experts. Each U_j, V_j is a
+float64 leaf of its own (loaded from the C vector lowrank.bin through the manifest's
+site table); checked as above, with dU and dV of every expert at every site in place
+of dE, the factors' initial scale (U ~ std N(0,1), V ~ N(0,1)/sqrt(cols)), AdamW over S,
+the factors (weight decay on all of them: they are matrices) and the router, the final
+factors, and a negative control on dU.
+
 Exit status: 0 if every check passed, 1 if any failed, 77 if torch is not importable.
 """
 import math
@@ -206,6 +215,9 @@ def read_manifest(path):
             if fields[0] in ("tensor", "router_tensor"):
                 (tensors if fields[0] == "tensor" else rtensors).append(
                     (fields[1], int(fields[2]), int(fields[3]), int(fields[4])))
+            elif fields[0] == "site":   # low-rank site: NAME ROWS COLS U V
+                meta.setdefault("site", []).append(
+                    (fields[1], int(fields[2]), int(fields[3]), int(fields[4]), int(fields[5])))
             else:
                 meta[fields[0]] = fields[1]
     return cfg, meta, tensors, rtensors
@@ -243,9 +255,11 @@ class Soup:
     """S (one leaf per ladle tensor), experts E_j (one leaf per tensor of the bank) and the
     router, all float64; Theta(h) = S + sum_j alpha_j E_j is formed per tensor and run
     through the GPT above with functional_call (the module's own weights are NaN, so
-    anything not replaced would show)."""
+    anything not replaced would show). Low-rank experts: E is empty and U[j], V[j] map
+    each matrix of the bank to the leaves U_j [rows x r], V_j [cols x r], with
+    E_j = U_j V_j^T."""
 
-    def __init__(self, gpt, bank, n, S, E, router):
+    def __init__(self, gpt, bank, n, S, E, router, U=None, V=None):
         self.gpt = gpt
         path = {id(p): name for name, p in gpt.named_parameters()}
         self.path = {name: path[id(p)] for name, (p, _) in gpt.named_for_ladle().items()}
@@ -258,6 +272,8 @@ class Soup:
         self.S = S                           # name -> leaf
         self.E = E                           # [j] name -> leaf
         self.router = router
+        self.U = U or []                     # [j] name -> leaf [rows x r] (low-rank)
+        self.V = V or []                     # [j] name -> leaf [cols x r]
 
     def theta(self, alpha):
         out = {}
@@ -265,7 +281,10 @@ class Soup:
             t = s
             if name in self.bank:
                 for j in range(self.n):
-                    t = t + alpha[j] * self.E[j][name]
+                    if self.U:
+                        t = t + alpha[j] * (self.U[j][name] @ self.V[j][name].t())
+                    else:
+                        t = t + alpha[j] * self.E[j][name]
             out[name] = t
         return out
 
@@ -279,9 +298,12 @@ class Soup:
         decay, no_decay = [], []
         for name, s in self.S.items():
             (decay if self.decay[name] else no_decay).append(s)
-        for j in range(self.n):
+        for j in range(len(self.E)):
             for name, e in self.E[j].items():
                 (decay if self.decay[name] else no_decay).append(e)
+        for factors in (self.U, self.V):   # low-rank factors: matrices, all decayed
+            for j in range(len(factors)):
+                decay.extend(factors[j].values())
         for p, dec in self.router.named_for_ladle().values():
             (decay if dec else no_decay).append(p)
         return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
@@ -311,7 +333,39 @@ def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
     checks.expect((lo, hi) == (bank_lo, bank_hi), f"bank range: C [{bank_lo}, {bank_hi}), expected [{lo}, {hi})")
     if on == "all":
         checks.expect((lo, hi) == (0, n_params), "experts_on = all does not cover every parameter")
-    pb = bank_hi - bank_lo
+
+    # ---- low-rank experts: the matrices (2-D tensors, by torch's shapes) of the bank carry
+    # U_j V_j^T; the C site table must list exactly those, with their shapes, and its U and
+    # V blocks must tile the low-rank vector
+    r = int(cfg.get("soup.rank", 0))
+    proto_shapes = {name: tuple(p.shape) for name, (p, _) in GPT(L, C, NH, T).named_for_ladle().items()}
+    sites, q = {}, 0
+    if r > 0:
+        q = int(meta.get("lowrank_size", -1))
+        nr = n * r
+        table = meta.get("site", [])
+        matrices = [name for name in bank if len(proto_shapes[name]) == 2]
+        print(f"  low-rank experts: rank {r} on {len(matrices)} matrices, {q} factor parameters")
+        checks.expect(int(meta.get("sites", -1)) == len(table), f"manifest: sites {meta.get('sites')}, "
+                      f"{len(table)} site lines")
+        checks.expect([t[0] for t in table] == matrices,
+                      f"low-rank sites: C {[t[0] for t in table]}, expected the bank's matrices {matrices}")
+        blocks = []
+        for name, rows, cols, u, v in table:
+            checks.expect(proto_shapes.get(name) == (rows, cols), f"site {name}: C shape {rows}x{cols}, "
+                          f"torch {proto_shapes.get(name)}")
+            sites[name] = (rows, cols, u, v)
+            blocks += [(u, rows * nr, f"{name}.U"), (v, cols * nr, f"{name}.V")]
+        covered = 0
+        for off, size, what in sorted(blocks):
+            checks.expect(off == covered, f"low-rank factor {what}: offset {off}, expected {covered}")
+            covered = off + size
+        checks.expect(covered == q, f"low-rank factors cover {covered} of lowrank_size {q}")
+        carriers = [name for name in matrices if name in sites]
+    else:
+        checks.expect("site" not in meta and "lowrank_size" not in meta, "dense soup with a low-rank site table")
+        carriers = bank
+    pb = 0 if r > 0 else bank_hi - bank_lo   # the dense bank: none with low-rank experts
 
     S_flat = load_f32(os.path.join(d, "params.bin"), n_params)
     c_theta = load_f32(os.path.join(d, "theta.bin"), n_params)
@@ -321,6 +375,44 @@ def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
     n_router = int(meta["router_params"])
     R_flat = load_f32(os.path.join(d, "router.bin"), n_router)
     c_rgrads = load_f32(os.path.join(d, "router_grads.bin"), n_router)
+    if r > 0:
+        UV_flat = load_f32(os.path.join(d, "lowrank.bin"), q)
+        c_lrgrads = load_f32(os.path.join(d, "lowrank_grads.bin"), q)
+
+        def factor(flat, name, f, j):
+            """expert j's factor f ("U" or "V") of site name: [rows or cols, r], from the
+            row-major [rows or cols, n r] block, columns j r .. j r + r - 1"""
+            rows, cols, u, v = sites[name]
+            m = rows if f == "U" else cols
+            off = u if f == "U" else v
+            return flat[off:off + m * n * r].reshape(m, n * r)[:, j * r:(j + 1) * r]
+
+        # the initial scale: U = std N(0,1), V = N(0,1) / sqrt(cols), pooled over sites and
+        # experts (thousands of draws: a few percent is many standard errors), and no two
+        # experts' or factors' draws alike
+        std = cfg["soup.expert_init_std"]
+        zu = np.concatenate([factor(UV_flat, name, "U", j).ravel() / std for name in sites for j in range(n)])
+        zv = np.concatenate([factor(UV_flat, name, "V", j).ravel() * math.sqrt(sites[name][1])
+                             for name in sites for j in range(n)])
+        for what, z in (("U / std", zu), ("V * sqrt(cols)", zv)):
+            ok = abs(z.mean()) < 0.1 and abs(z.std() - 1) < 0.1
+            checks.expect(ok, f"initial {what}: mean {z.mean():.3f}, std {z.std():.3f} over {z.size} "
+                          "(expected N(0,1))")
+            print(f"  initial {what:<15} mean {z.mean():+.3f} std {z.std():.3f} over {z.size} draws")
+        checks.expect(np.unique(UV_flat).size > 0.99 * q, "initial low-rank factors repeat their draws")
+        # independent draws for every factor: U and V of a site, or two sites, drawn from one
+        # stream would be scaled copies of each other over their common prefix
+        z = [(f"{name}.{f}", (UV_flat[o:o + m * n * r] / (std if f == "U" else 1 / math.sqrt(cols))).astype(np.float64))
+             for name, (rows, cols, u, v) in sites.items() for f, o, m in (("U", u, rows), ("V", v, cols))]
+        worst_corr, pair = 0.0, ""
+        for a in range(len(z)):
+            for b in range(a + 1, len(z)):
+                m_ = min(z[a][1].size, z[b][1].size)
+                c = abs(float(np.corrcoef(z[a][1][:m_], z[b][1][:m_])[0, 1]))
+                if c > worst_corr:
+                    worst_corr, pair = c, f"{z[a][0]} / {z[b][0]}"
+        checks.expect(worst_corr < 0.5, f"initial factors {pair} are correlated ({worst_corr:.3f}): not independent draws")
+        print(f"  initial factors: largest correlation between two factors {worst_corr:.3f} ({pair})")
     h_np = load_f32(os.path.join(d, "h.bin"), k)
     c_alpha = load_f32(os.path.join(d, "alpha.bin"), n)
     c_dalpha = load_f32(os.path.join(d, "dalpha.bin"), n)
@@ -352,13 +444,19 @@ def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
             return torch.from_numpy(flat.astype(np.float64)).view(shapes[name]).clone().requires_grad_()
 
         S = {name: leaf(S_flat[off:off + size], name) for name, (off, size) in layout.items()}
-        E = [{name: leaf(E_flat[j, layout[name][0] - bank_lo:layout[name][0] - bank_lo + layout[name][1]], name)
-              for name in bank} for j in range(n)]
         router = Router(k, H, n, kind == "softmax").double()
         with torch.no_grad():
             for name, (p, _) in router.named_for_ladle().items():
                 off, size = rlayout[name]
                 p.copy_(torch.from_numpy(R_flat[off:off + size].astype(np.float64)).view_as(p))
+        if r > 0:
+            def fleaf(name, f, j):
+                return torch.from_numpy(factor(UV_flat, name, f, j).astype(np.float64)).clone().requires_grad_()
+            U = [{name: fleaf(name, "U", j) for name in carriers} for j in range(n)]
+            V = [{name: fleaf(name, "V", j) for name in carriers} for j in range(n)]
+            return Soup(gpt, set(carriers), n, S, [], router, U, V)
+        E = [{name: leaf(E_flat[j, layout[name][0] - bank_lo:layout[name][0] - bank_lo + layout[name][1]], name)
+              for name in bank} for j in range(n)]
         return Soup(gpt, set(bank), n, S, E, router)
 
     def report(kind_, err, what):
@@ -383,7 +481,7 @@ def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
         off, size = layout[name]
         ref_theta[off:off + size] = t.detach().numpy().ravel()
     err = rel_err(c_theta, ref_theta)
-    report("theta", err, "Theta = S + sum alpha_j E_j")
+    report("theta", err, "Theta = S + sum alpha_j U_j V_j^T" if r > 0 else "Theta = S + sum alpha_j E_j")
     # the C merge must move every bank tensor, and leave everything else exactly S
     for name, (off, size) in layout.items():
         moved = np.linalg.norm(c_theta[off:off + size].astype(np.float64) - S_flat[off:off + size])
@@ -411,12 +509,21 @@ def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
         ref_dS[name] = soup.S[name].grad.numpy().ravel()
         grad_check("dS", name, c_grads[off:off + size], ref_dS[name])
     ref_dE = []
-    for j in range(n):
+    for j in range(n if r == 0 else 0):
         ref_dE.append({})
         for name in bank:
             off, size = layout[name]
             ref_dE[j][name] = soup.E[j][name].grad.numpy().ravel()
             grad_check("dE", f"{j}:{name}", c_egrads[j, off - bank_lo:off - bank_lo + size], ref_dE[j][name])
+    ref_dU, ref_dV = [], []
+    for j in range(n if r > 0 else 0):
+        ref_dU.append({})
+        ref_dV.append({})
+        for name in carriers:
+            ref_dU[j][name] = soup.U[j][name].grad.numpy()
+            ref_dV[j][name] = soup.V[j][name].grad.numpy()
+            grad_check("dU", f"{j}:{name}", factor(c_lrgrads, name, "U", j), ref_dU[j][name])
+            grad_check("dV", f"{j}:{name}", factor(c_lrgrads, name, "V", j), ref_dV[j][name])
     ref_dalpha = alpha.grad.numpy()
     grad_check("dalpha", "", c_dalpha, ref_dalpha)
     ref_dR = {}
@@ -428,17 +535,25 @@ def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
     for kind_, (err, name) in worst.items():
         print(f"  {kind_:<12} worst rel. error {err:.3e} ({name})")
 
-    # ---- negative controls: 1% in one element of one expert gradient, of dalpha
-    victim = max(bank, key=lambda name: layout[name][1])
-    off, size = layout[victim]
+    # ---- negative controls: 1% in one element of one expert gradient (dense: dE; low-rank:
+    # dU and dV, of the largest site, the last expert), of dalpha
     j = n - 1
-    bad = c_egrads[j, off - bank_lo:off - bank_lo + size].astype(np.float64).copy()
-    i = int(np.argmax(np.abs(bad)))
-    bad[i] *= 1.01
-    err = rel_err(bad, ref_dE[j][victim])
-    checks.expect(err > TOL, f"negative control: 1% error in dE_{j} {victim}[{i}] NOT flagged (rel. {err:.3e})")
-    print(f"  negative control: 1% error in dE_{j} {victim}[{i}] -> rel. error {err:.3e} "
-          f"({'flagged' if err > TOL else 'NOT flagged'})")
+    if r > 0:
+        victim = max(carriers, key=lambda name: layout[name][1])
+        controls = [(f"d{f}_{j} {victim}", factor(c_lrgrads, victim, f, j), ref[j][victim])
+                    for f, ref in (("U", ref_dU), ("V", ref_dV))]
+    else:
+        victim = max(bank, key=lambda name: layout[name][1])
+        off, size = layout[victim]
+        controls = [(f"dE_{j} {victim}", c_egrads[j, off - bank_lo:off - bank_lo + size], ref_dE[j][victim])]
+    for what, c, ref in controls:
+        bad = c.astype(np.float64).ravel().copy()
+        i = int(np.argmax(np.abs(bad)))
+        bad[i] *= 1.01
+        err = rel_err(bad, ref.ravel())
+        checks.expect(err > TOL, f"negative control: 1% error in {what}[{i}] NOT flagged (rel. {err:.3e})")
+        print(f"  negative control: 1% error in {what}[{i}] -> rel. error {err:.3e} "
+              f"({'flagged' if err > TOL else 'NOT flagged'})")
     bad = c_dalpha.astype(np.float64).copy()
     i = int(np.argmax(np.abs(bad)))
     bad[i] *= 1.01
@@ -447,7 +562,8 @@ def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
     print(f"  negative control: 1% error in dalpha[{i}] -> rel. error {err:.3e} "
           f"({'flagged' if err > TOL else 'NOT flagged'})")
 
-    # ---- train.steps soup steps with AdamW over S, every expert and the router, clipped
+    # ---- train.steps soup steps with AdamW over S, every expert (dense, or the factors of the
+    # low-rank ones) and the router, clipped
     # by one global norm over all of them, on the same batch and the same h
     c_losses = np.loadtxt(os.path.join(d, "losses.txt"), dtype=np.float64, ndmin=1)
     c_steps = np.loadtxt(os.path.join(d, "steps.txt"), dtype=np.float64, ndmin=2)
@@ -456,7 +572,8 @@ def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
                   f"losses.txt/steps.txt: {c_losses.size}/{c_steps.shape[0]} lines, expected {steps}")
     soup = build()
     params = soup.parameters()
-    checks.expect(len(params) == len(layout) + n * len(bank) + 4, "soup optimizer parameter count")
+    expected = len(layout) + (2 * n * len(carriers) if r > 0 else n * len(bank)) + 4
+    checks.expect(len(params) == expected, f"soup optimizer parameter count {len(params)}, expected {expected}")
     opt = torch.optim.AdamW(soup.parameter_groups(cfg["train.weight_decay"]), lr=cfg["train.lr"],
                             betas=(cfg["train.beta1"], cfg["train.beta2"]), eps=cfg["train.eps"])
     clip = cfg["train.clip"]
@@ -513,11 +630,18 @@ def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
 
     for name, (off, size) in layout.items():
         update_check("S update", name, f_S[off:off + size], S_flat[off:off + size], soup.S[name])
-    for j in range(n):
+    for j in range(n if r == 0 else 0):
         for name in bank:
             o = layout[name][0] - bank_lo
             sl = slice(o, o + layout[name][1])
             update_check("E update", f"{j}:{name}", f_E[j, sl], E_flat[j, sl], soup.E[j][name])
+    if r > 0:
+        f_UV = load_f32(os.path.join(d, "lowrank_final.bin"), q)
+        for j in range(n):
+            for name in carriers:
+                for f, leaves in (("U", soup.U), ("V", soup.V)):
+                    update_check(f"{f} update", f"{j}:{name}", factor(f_UV, name, f, j).ravel(),
+                                 factor(UV_flat, name, f, j).astype(np.float64).ravel(), leaves[j][name])
     for name, (p, _) in soup.router.named_for_ladle().items():
         off, size = rlayout[name]
         update_check("router update", name, f_R[off:off + size], R_flat[off:off + size], p)

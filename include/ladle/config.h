@@ -38,7 +38,8 @@ typedef struct {
     int eval_every, eval_sequences, log_every;
     float peak_gflops;  /* per thread, for MFU */
     char run_dir[LADLE_PATH_MAX];
-    int save_every;
+    int ckpt_every, ckpt_keep_last, ckpt_keep_every;
+    int stop_after;           /* run.stop_after: steps in this invocation, then checkpoint and exit */
 } ladle_config;
 
 void ladle_config_defaults(ladle_config *cfg);

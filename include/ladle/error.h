@@ -16,6 +16,7 @@ enum {
     LADLE_EXIT_OK = 0,
     LADLE_EXIT_FAILURE = 1,  /* runtime failure on some rank (I/O, MPI, HDF5, memory) */
     LADLE_EXIT_USAGE = 2,    /* bad command line, configuration or input */
+    LADLE_EXIT_PREEMPTED = 3,/* SIGUSR1/SIGTERM: a checkpoint was written; requeue to resume */
 };
 
 _Noreturn void ladle_fail_at(const char *file, int line, const char *fmt, ...)

@@ -65,7 +65,9 @@ void ladle_trainer_gather_theta(ladle_trainer *tr, const float *h);
 void ladle_trainer_eval(ladle_trainer *tr);
 
 /* The whole run: steps, periodic evaluation, model file at the end (and every
- * run.save_every steps). Returns the exit code. */
+ * ckpt.every steps), resuming from the newest checkpoint in run.dir if there is one;
+ * SIGUSR1 or SIGTERM on any rank ends it at the next step boundary with a checkpoint.
+ * Returns the exit code (LADLE_EXIT_PREEMPTED after a preemption). */
 int ladle_train_run(const ladle_config *cfg, MPI_Comm comm);
 
 /* Print bytes per rank for parameters, moments and activations. */

@@ -25,7 +25,7 @@ if [ ! -s "$dir/corpus.h5" ]; then
     CLUSTERS=12 MAX_DOMAIN_BYTES=2000000 sh "$share/demo-corpus.sh" "$dir/corpus.h5" "$ladle"
 fi
 
-common="data.corpus=$dir/corpus.h5 train.steps=$steps --force"
+common="data.corpus=$dir/corpus.h5 train.steps=$steps --fresh --force"
 echo "== generic dense model, 2 ranks"
 # shellcheck disable=SC2086
 $mpiexec -n 2 "$ladle" train "$share/demo.conf" $common run.dir="$dir/generic"

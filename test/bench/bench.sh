@@ -93,7 +93,7 @@ ladle_run() {
         "$MPIEXEC" -n "$ranks" --bind-to "$bind" -x BLIS_NUM_THREADS -x OMP_NUM_THREADS \
         "$LADLE" train model.layers=$LAYERS model.dim=$DIM model.heads="$HEADS" model.context=$CONTEXT \
         train.batch=$BATCH train.steps="$STEPS" train.warmup=5 eval.every=0 eval.sequences=2 log.every=10 \
-        data.corpus="$tmp/corpus.h5" run.dir="$tmp/$name" --force >"$tmp/$name.log" 2>&1 || rc=$?
+        data.corpus="$tmp/corpus.h5" run.dir="$tmp/$name" --fresh --force >"$tmp/$name.log" 2>&1 || rc=$?
     cat "$tmp/$name.log"
     [ "$rc" = 0 ] || die "ladle train ($ranks x $threads) exited $rc"
     [ -s "$tmp/$name/metrics.jsonl" ] || die "ladle train ($ranks x $threads) wrote no metrics (did $MPIEXEC start it?)"
