@@ -143,48 +143,20 @@ static hid_t open_dataset(hid_t group, const char *gname, const char *name, cons
 
 static void write_names_attr(hid_t obj, const char *name, const char (*names)[LADLE_NAME_MAX], int n)
 {
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5_CHECK(type);
-    H5_CHECK(H5Tset_size(type, H5T_VARIABLE));
-    H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8));
-    hsize_t dims[1] = {(hsize_t)n};
-    hid_t space = H5Screate_simple(1, dims, NULL);
-    H5_CHECK(space);
     const char **ptrs = ladle_calloc((size_t)(n > 0 ? n : 1), sizeof(char *), "names");
     for (int i = 0; i < n; i++) ptrs[i] = names[i];
-    hid_t attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    H5_CHECK(attr);
-    H5_CHECK(H5Awrite(attr, type, ptrs));
-    H5_CHECK(H5Aclose(attr));
+    ladle_h5_write_strings_attr(obj, name, ptrs, n);
     free(ptrs);
-    H5_CHECK(H5Sclose(space));
-    H5_CHECK(H5Tclose(type));
 }
 
 static int read_names_attr(hid_t obj, const char *name, char (**names)[LADLE_NAME_MAX])
 {
-    *names = NULL;
-    if (H5Aexists(obj, name) <= 0) return 0;
-    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
-    H5_CHECK(attr);
-    hid_t space = H5Aget_space(attr);
-    H5_CHECK(space);
-    hssize_t n = H5Sget_simple_extent_npoints(space);
-    H5_CHECK(n);
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5_CHECK(type);
-    H5_CHECK(H5Tset_size(type, H5T_VARIABLE));
-    H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8));
-    char **ptrs = ladle_calloc((size_t)(n > 0 ? n : 1), sizeof(char *), "names");
-    H5_CHECK(H5Aread(attr, type, ptrs));
+    int n = 0;
+    char **values = ladle_h5_read_strings_attr(obj, name, &n);
     *names = ladle_calloc((size_t)(n > 0 ? n : 1), LADLE_NAME_MAX, "names");
-    for (hssize_t i = 0; i < n; i++) snprintf((*names)[i], LADLE_NAME_MAX, "%s", ptrs[i] ? ptrs[i] : "");
-    H5_CHECK(H5Dvlen_reclaim(type, space, H5P_DEFAULT, ptrs));
-    free(ptrs);
-    H5_CHECK(H5Tclose(type));
-    H5_CHECK(H5Sclose(space));
-    H5_CHECK(H5Aclose(attr));
-    return (int)n;
+    for (int i = 0; i < n; i++) snprintf((*names)[i], LADLE_NAME_MAX, "%s", values[i]);
+    ladle_h5_free_strings(values, n);
+    return n;
 }
 
 static void write_float_array_attr(hid_t obj, const char *name, const float *v, int n)

@@ -2,6 +2,7 @@
 #include "ladle/error.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -59,13 +60,12 @@ hid_t ladle_h5_open_ladle_file(const char *path, const char *what, const char *e
     return file;
 }
 
+static hid_t vlen_utf8(void);
+
 void ladle_h5_write_string_attr(hid_t obj, const char *name, const char *value)
 {
     /* variable-length UTF-8: h5py returns a Python str */
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5_CHECK(type);
-    H5_CHECK(H5Tset_size(type, H5T_VARIABLE));
-    H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8));
+    hid_t type = vlen_utf8();
     hid_t space = H5Screate(H5S_SCALAR);
     H5_CHECK(space);
     hid_t attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
@@ -178,4 +178,174 @@ hid_t ladle_h5_untimed_group_props(void)
     H5_CHECK(gcpl);
     H5_CHECK(H5Pset_obj_track_times(gcpl, 0));
     return gcpl;
+}
+
+/* the memory type of variable-length UTF-8 strings */
+static hid_t vlen_utf8(void)
+{
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5_CHECK(type);
+    H5_CHECK(H5Tset_size(type, H5T_VARIABLE));
+    H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8));
+    return type;
+}
+
+void ladle_h5_write_strings_attr(hid_t obj, const char *name, const char *const *values, int n)
+{
+    hid_t type = vlen_utf8();
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t space = H5Screate_simple(1, dims, NULL);
+    H5_CHECK(space);
+    hid_t attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    H5_CHECK(attr);
+    H5_CHECK(H5Awrite(attr, type, values));
+    H5_CHECK(H5Aclose(attr));
+    H5_CHECK(H5Sclose(space));
+    H5_CHECK(H5Tclose(type));
+}
+
+char **ladle_h5_read_strings_attr(hid_t obj, const char *name, int *n)
+{
+    *n = 0;
+    htri_t exists = H5Aexists(obj, name);
+    H5_CHECK(exists);
+    if (!exists) return NULL;
+    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
+    H5_CHECK(attr);
+    hid_t space = H5Aget_space(attr);
+    H5_CHECK(space);
+    hssize_t count = H5Sget_simple_extent_npoints(space);
+    H5_CHECK(count);
+    hid_t type = vlen_utf8();
+    char **raw = ladle_calloc((size_t)(count > 0 ? count : 1), sizeof(char *), "string attribute");
+    H5_CHECK(H5Aread(attr, type, raw));
+    /* copies the caller can free(), then the library's buffers back to HDF5 */
+    char **out = ladle_calloc((size_t)(count > 0 ? count : 1), sizeof(char *), "string attribute");
+    for (hssize_t i = 0; i < count; i++) {
+        const char *v = raw[i] ? raw[i] : "";
+        out[i] = ladle_malloc(strlen(v) + 1, "string attribute");
+        strcpy(out[i], v);
+    }
+    H5_CHECK(H5Dvlen_reclaim(type, space, H5P_DEFAULT, raw));
+    free(raw);
+    H5_CHECK(H5Tclose(type));
+    H5_CHECK(H5Sclose(space));
+    H5_CHECK(H5Aclose(attr));
+    *n = (int)count;
+    return out;
+}
+
+void ladle_h5_free_strings(char **values, int n)
+{
+    for (int i = 0; i < n; i++) free(values[i]);
+    free(values);
+}
+
+/* ---- MPI-IO self-test ---------------------------------------------------------- */
+
+#define SELFTEST_ADVICE                                                                                      \
+    "the MPI-IO/parallel HDF5 stack cannot write shared files here (check the file system supports MPI-IO, " \
+    "e.g. set OMPI_MCA_io=ompio or romio321)"
+
+/* Fail on this rank (aborting all), removing the test file first (best effort). */
+#define SELFTEST_CHECK(cond, path, dir, ...)                                                                 \
+    do {                                                                                                     \
+        if (!(cond)) {                                                                                       \
+            char what_[512];                                                                                 \
+            snprintf(what_, sizeof what_, __VA_ARGS__);                                                      \
+            unlink(path);                                                                                    \
+            LADLE_FAIL("MPI-IO self-test in '%s' failed: %s: " SELFTEST_ADVICE, dir, what_);               \
+        }                                                                                                    \
+    } while (0)
+
+/* The value of element i of the test dataset: depends on the file (tag), so stale data
+ * from an earlier file cannot pass. */
+static unsigned selftest_value(unsigned long tag, unsigned long i)
+{
+    unsigned long x = (i + 1) * 2654435761ul ^ tag * 40503ul;
+    return (unsigned)(x ^ (x >> 15));
+}
+
+void ladle_h5_selftest(const char *dir, MPI_Comm comm)
+{
+    int rank = 0, size = 1;
+    MPI_CHECK(MPI_Comm_rank(comm, &rank));
+    MPI_CHECK(MPI_Comm_size(comm, &size));
+    long pid = rank == 0 ? (long)getpid() : 0;
+    MPI_CHECK(MPI_Bcast(&pid, 1, MPI_LONG, 0, comm));
+    char name[64], path[4096];
+    snprintf(name, sizeof name, ".ladle-selftest-%ld.h5", pid);
+    LADLE_CHECK((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) < sizeof path,
+                "MPI-IO self-test: directory name too long: '%s'", dir);
+    ladle_h5_quiet();
+
+    /* rank r writes 300 + r elements (uneven, unaligned pieces, as checkpoints have) */
+    unsigned long count = 300ul + (unsigned long)rank, offset = 0, total = 0;
+    for (int r = 0; r < size; r++) {
+        if (r < rank) offset += 300ul + (unsigned long)r;
+        total += 300ul + (unsigned long)r;
+    }
+    unsigned long tag = (unsigned long)pid;
+    unsigned *buf = ladle_malloc(total * sizeof(unsigned), "MPI-IO self-test buffer");
+    for (unsigned long i = 0; i < count; i++) buf[i] = selftest_value(tag, offset + i);
+
+    /* 1. create collectively; each rank writes its hyperslab with a collective transfer */
+    hid_t fapl = ladle_h5_fapl_mpio(comm);
+    hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5_CHECK(H5Pclose(fapl));
+    if (file < 0) {
+        const char *why = access(dir, W_OK) != 0 ? strerror(errno) : "HDF5/MPI-IO could not create it";
+        SELFTEST_CHECK(0, path, dir, "cannot create %s: %s", name, why);
+    }
+    hsize_t dims[1] = {(hsize_t)total};
+    hid_t fspace = H5Screate_simple(1, dims, NULL);
+    H5_CHECK(fspace);
+    hid_t dset = H5Dcreate2(file, "selftest", H5T_STD_U32LE, fspace, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    SELFTEST_CHECK(dset >= 0, path, dir, "cannot create a dataset in %s", name);
+    hsize_t start[1] = {(hsize_t)offset}, cnt[1] = {(hsize_t)count};
+    H5_CHECK(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, cnt, NULL));
+    hid_t mspace = H5Screate_simple(1, cnt, NULL);
+    H5_CHECK(mspace);
+    hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+    H5_CHECK(dxpl);
+    H5_CHECK(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+    SELFTEST_CHECK(H5Dwrite(dset, H5T_NATIVE_UINT, mspace, fspace, dxpl, buf) >= 0, path, dir,
+                   "collective write of elements [%lu, %lu) failed", offset, offset + count);
+    H5_CHECK(H5Sclose(mspace));
+    H5_CHECK(H5Sclose(fspace));
+    SELFTEST_CHECK(H5Dclose(dset) >= 0, path, dir, "closing the dataset failed");
+    SELFTEST_CHECK(H5Fclose(file) >= 0, path, dir, "closing %s after writing failed", name);
+    MPI_CHECK(MPI_Barrier(comm));
+
+    /* 2. reopen; every rank reads the whole dataset (collectively) and checks it */
+    fapl = ladle_h5_fapl_mpio(comm);
+    file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5_CHECK(H5Pclose(fapl));
+    SELFTEST_CHECK(file >= 0, path, dir, "cannot reopen %s after writing it", name);
+    dset = H5Dopen2(file, "selftest", H5P_DEFAULT);
+    SELFTEST_CHECK(dset >= 0, path, dir, "the dataset written to %s is missing", name);
+    fspace = H5Dget_space(dset);
+    H5_CHECK(fspace);
+    hssize_t npoints = H5Sget_simple_extent_npoints(fspace);
+    SELFTEST_CHECK(npoints == (hssize_t)total, path, dir, "the dataset has %lld elements, expected %lu",
+                   (long long)npoints, total);
+    memset(buf, 0, total * sizeof(unsigned));
+    SELFTEST_CHECK(H5Dread(dset, H5T_NATIVE_UINT, H5S_ALL, H5S_ALL, dxpl, buf) >= 0, path, dir,
+                   "collective read of %s failed", name);
+    H5_CHECK(H5Sclose(fspace));
+    H5_CHECK(H5Pclose(dxpl));
+    H5_CHECK(H5Dclose(dset));
+    SELFTEST_CHECK(H5Fclose(file) >= 0, path, dir, "closing %s after reading failed", name);
+    unsigned long bad = 0, first_bad = 0;
+    for (unsigned long i = 0; i < total; i++)
+        if (buf[i] != selftest_value(tag, i) && bad++ == 0) first_bad = i;
+    SELFTEST_CHECK(bad == 0, path, dir,
+                   "read back %lu of %lu elements wrong (first: element %lu is %u, expected %u)",
+                   bad, total, first_bad, buf[first_bad], selftest_value(tag, first_bad));
+    free(buf);
+
+    /* 3. everyone has checked: remove it */
+    MPI_CHECK(MPI_Barrier(comm));
+    if (rank == 0) SELFTEST_CHECK(unlink(path) == 0, path, dir, "cannot remove %s: %s", name, strerror(errno));
+    MPI_CHECK(MPI_Barrier(comm));
 }

@@ -465,23 +465,6 @@ static void write_labels(hid_t group, const char *name, const uint16_t *labels, 
     write_vector(group, name, H5T_STD_U16LE, H5T_NATIVE_UINT16, labels, n);
 }
 
-/* Source names as a 1-D array of variable-length UTF-8 strings (h5py: array of str). */
-static void write_names_attr(hid_t obj, const char *name, const char **values, int n)
-{
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5_CHECK(type);
-    H5_CHECK(H5Tset_size(type, H5T_VARIABLE));
-    H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8));
-    hsize_t dims[1] = {(hsize_t)n};
-    hid_t space = H5Screate_simple(1, dims, NULL);
-    H5_CHECK(space);
-    hid_t attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    H5_CHECK(attr);
-    H5_CHECK(H5Awrite(attr, type, values));
-    H5_CHECK(H5Aclose(attr));
-    H5_CHECK(H5Sclose(space));
-    H5_CHECK(H5Tclose(type));
-}
 
 /* "c" and j zero-padded to the number of digits of k - 1: names sort as numbers. */
 static void cluster_name(char name[16], int j, int k)
@@ -810,7 +793,7 @@ void ladle_prep(const char *out_path, const ladle_prep_domain *domains, int n_do
         if (cl.k) keep_source(&cl, i, &w);   /* after the report: it takes the buffers */
     }
     if (cl.k) {
-        write_names_attr(domains_group, "names", cl.names, n_domains);
+        ladle_h5_write_strings_attr(domains_group, "names", cl.names, n_domains);
         write_clusters(&cl, &w, file, (uint64_t)options->seed);
     }
     H5_CHECK(H5Gclose(domains_group));

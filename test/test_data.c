@@ -7,6 +7,7 @@
 
 #include "ladle/data.h"
 #include "ladle/prep.h"
+#include "testfs.h"
 #include "testutil.h"
 
 #include <hdf5.h>
@@ -67,25 +68,6 @@ static void make_dir(const char *rel)
     if (mkdir(path_of(rel), 0755) != 0) { perror(rel); exit(1); }
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
-
-static int file_equal(const char *a, const char *b)
-{
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    int same = fa && fb;
-    while (same) {
-        int ca = fgetc(fa), cb = fgetc(fb);
-        if (ca != cb) same = 0;
-        if (ca == EOF || cb == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
-}
 
 /* The documents each domain should hold, in walk order. */
 enum { N_GAMMA = 40 };

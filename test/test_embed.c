@@ -8,6 +8,7 @@
 #include "ladle/embed.h"
 #include "ladle/prep.h"
 #include "ladle/rng.h"
+#include "testfs.h"
 #include "testutil.h"
 
 #include <hdf5.h>
@@ -424,25 +425,6 @@ static void write_file(const char *rel, const text *t)
     fclose(f);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
-
-static int file_equal(const char *a, const char *b)
-{
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    int same = fa && fb;
-    while (same) {
-        int ca = fgetc(fa), cb = fgetc(fb);
-        if (ca != cb) same = 0;
-        if (ca == EOF || cb == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
-}
 
 /* A whole 1-D dataset (NULL if absent), as mem_type of elem bytes; *n its length. */
 static void *read_vector(hid_t file, const char *path, hid_t mem_type, size_t elem, size_t *n)

@@ -24,6 +24,11 @@ void ladle_h5_write_scalar_attr(hid_t obj, const char *name, hid_t file_type, hi
 /* Reads a fixed- or variable-length string attribute; malloc'd, or NULL if absent. */
 char *ladle_h5_read_string_attr(hid_t obj, const char *name);
 void ladle_h5_write_long_attr(hid_t obj, const char *name, long value);
+/* A 1-D array of variable-length UTF-8 strings (h5py: an array of str). */
+void ladle_h5_write_strings_attr(hid_t obj, const char *name, const char *const *values, int n);
+/* Reads one; malloc'd array of malloc'd strings, *n its length; NULL (n = 0) if absent. */
+char **ladle_h5_read_strings_attr(hid_t obj, const char *name, int *n);
+void ladle_h5_free_strings(char **values, int n);
 /* Returns 0 and sets *value, or -1 if the attribute is absent or not an integer. */
 int ladle_h5_read_long_attr(hid_t obj, const char *name, long *value);
 
@@ -33,5 +38,13 @@ void ladle_h5_quiet(void);
 /* Property lists that leave out timestamps, so the same content gives the same bytes. */
 hid_t ladle_h5_untimed_dataset_props(void);
 hid_t ladle_h5_untimed_group_props(void);
+
+/* Collective over comm: a cheap check (a few KB) that the MPI-IO / parallel HDF5 stack
+ * can write shared files in dir. Creates dir/.ladle-selftest-<pid of rank 0>.h5, every
+ * rank writes its own hyperslab of a 1-D dataset with a collective transfer, closes,
+ * reopens and reads the whole dataset back, checking every element; rank 0 removes the
+ * file. Any failure aborts all ranks (ladle_fail) with "MPI-IO self-test in 'dir'
+ * failed: <what>: ..." and advice on the MPI-IO component. */
+void ladle_h5_selftest(const char *dir, MPI_Comm comm);
 
 #endif

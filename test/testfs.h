@@ -1,0 +1,31 @@
+/* File helpers shared by the tests that build corpora in a scratch directory. */
+#ifndef LADLE_TESTFS_H
+#define LADLE_TESTFS_H
+
+#include <ftw.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+/* nftw callback: remove every entry (files first, FTW_DEPTH) */
+static inline int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+/* Do two files hold the same bytes? */
+static inline int file_equal(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb) same = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+#endif
