@@ -197,8 +197,13 @@ void ladle_soup_backward(const ladle_soup *soup, const ladle_model *model, const
             float *p = ladle_malloc(rows * (size_t)nr * sizeof(float), "G V");
             ladle_gemm(0, 0, (int)rows, nr, (int)b[i].cols, 1.0f, g, (int)cols, v + b[i].col * nr, nr, 0.0f, p, nr);
             const float *ub = u + b[i].row * nr;
-            for (size_t row = 0; row < rows; row++)      /* dalpha_j += sum P o U over expert j's columns */
-                for (int k = 0; k < nr; k++) dalpha[k / r] += p[row * nr + k] * ub[row * nr + k];
+            /* dalpha_j += sum of P o U over expert j's columns, in double: the terms cancel */
+            for (int j = 0; j < soup->n; j++) {
+                double acc = 0.0;
+                for (size_t row = 0; row < rows; row++)
+                    for (int q = j * r; q < (j + 1) * r; q++) acc += (double)p[row * nr + q] * ub[row * nr + q];
+                dalpha[j] += (float)acc;
+            }
             if (lowrank_grad) {
                 float *du = lowrank_grad + soup->sites[s].u + b[i].row * nr;
                 float *dv = lowrank_grad + soup->sites[s].v + b[i].col * nr;

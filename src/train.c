@@ -96,7 +96,8 @@ void ladle_trainer_report_memory(const ladle_trainer *tr)
     /* what this rank holds: its slices of S (params, merged, grads, 2 moments), its
      * bank shard with moments, one full Theta and one full gradient, the router */
     size_t shared = 5 * s->slice * sizeof(float);
-    size_t bank = 3 * (size_t)tr->soup.n * tr->soup.own_len * sizeof(float);
+    /* dense experts are sharded; low-rank factors (params, grads, 2 moments) replicated */
+    size_t bank = 3 * (size_t)tr->soup.n * tr->soup.own_len * sizeof(float) + 4 * tr->soup.lowrank_size * sizeof(float);
     size_t full = 2 * s->padded * sizeof(float);
     size_t router = 4 * tr->router.n_params * sizeof(float);
     size_t L = (size_t)m->layers, C = (size_t)m->dim, T = (size_t)m->context, B = (size_t)tr->acts.B;

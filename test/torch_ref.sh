@@ -41,7 +41,7 @@ run() {
         failed=$((failed + 1))
         return
     fi
-    "$PYTHON3" "$REF" "$tmp/$name"
+    "$PYTHON3" -u "$REF" "$tmp/$name"
     rc=$?
     if [ "$rc" -ne 0 ]; then
         echo "torch_ref.sh: FAIL: torch_ref.py $name (exit $rc)"
@@ -95,7 +95,7 @@ row[i] *= np.float32(1.01)
 a.tofile(path)
 print(f"   expert {n - 1}, bank element {i} scaled by 1.01")
 ' "$tmp/tampered/expert_grads.bin" 4
-    "$PYTHON3" "$REF" "$tmp/tampered" >"$tmp/tampered.out" 2>&1
+    "$PYTHON3" -u "$REF" "$tmp/tampered" >"$tmp/tampered.out" 2>&1
     rc=$?
     if [ "$rc" -eq 1 ] && grep -q '^FAIL: dE 3:' "$tmp/tampered.out"; then
         grep '^FAIL' "$tmp/tampered.out" | sed 's/^/   flagged: /'
@@ -129,7 +129,7 @@ block[i] *= np.float32(1.01)
 a.tofile(d + "/lowrank_grads.bin")
 print(f"   dU of expert {n - 1} at {name}[{i[0]}, {i[1]}] scaled by 1.01")
 ' "$tmp/tampered-lowrank"
-    "$PYTHON3" "$REF" "$tmp/tampered-lowrank" >"$tmp/tampered-lowrank.out" 2>&1
+    "$PYTHON3" -u "$REF" "$tmp/tampered-lowrank" >"$tmp/tampered-lowrank.out" 2>&1
     rc=$?
     if [ "$rc" -eq 1 ] && grep -q '^FAIL: dU 3:' "$tmp/tampered-lowrank.out"; then
         grep '^FAIL' "$tmp/tampered-lowrank.out" | sed 's/^/   flagged: /'
