@@ -194,7 +194,10 @@ void ladle_config_defaults(ladle_config *cfg)
 }
 
 /* Parse "key = value" lines; '#' starts a comment. origin names the source in errors. */
-static int parse_lines(ladle_config *cfg, const char *text, const char *origin, char *err, size_t errlen)
+/* skip_unknown: a configuration stored by another ladle version may name keys this one
+ * does not have; they are skipped (the file's format_version guards real changes). */
+static int parse_lines(ladle_config *cfg, const char *text, const char *origin, int skip_unknown, char *err,
+                       size_t errlen)
 {
     char *copy = ladle_malloc(strlen(text) + 1, "configuration text");
     strcpy(copy, text);
@@ -214,7 +217,8 @@ static int parse_lines(ladle_config *cfg, const char *text, const char *origin, 
                 rc = -1;
             } else {
                 *eq = '\0';
-                if (ladle_config_set(cfg, trim(s), trim(eq + 1), msg, sizeof msg) != 0) {
+                int skip = skip_unknown && !find_key(trim(s));
+                if (!skip && ladle_config_set(cfg, trim(s), trim(eq + 1), msg, sizeof msg) != 0) {
                     snprintf(err, errlen, "%s:%d: %s", origin, lineno, msg);
                     rc = -1;
                 }
@@ -229,7 +233,7 @@ static int parse_lines(ladle_config *cfg, const char *text, const char *origin, 
 int ladle_config_from_text(ladle_config *cfg, const char *text, char *err, size_t errlen)
 {
     ladle_config_defaults(cfg);
-    return parse_lines(cfg, text, "stored configuration", err, errlen);
+    return parse_lines(cfg, text, "stored configuration", 1, err, errlen);
 }
 
 static char *read_text_file(const char *path, char *err, size_t errlen)
@@ -274,7 +278,7 @@ void ladle_config_load(ladle_config *cfg, const char *path, int n_overrides, cha
     if (path) {
         char *text = read_text_file(path, err, sizeof err);
         if (!text) ladle_usage_error("%s", err);
-        int rc = parse_lines(cfg, text, path, err, sizeof err);
+        int rc = parse_lines(cfg, text, path, 0, err, sizeof err);
         free(text);
         if (rc != 0) ladle_usage_error("%s", err);
     }
