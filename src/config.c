@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { KEY_INT, KEY_LONG, KEY_FLOAT, KEY_PATH, KEY_CHOICE } key_type;
+typedef enum { KEY_INT, KEY_LONG, KEY_FLOAT, KEY_PATH, KEY_CHOICE, KEY_TEXT } key_type;
 
 typedef struct {
     const char *name;
@@ -30,6 +30,14 @@ static const key_spec KEYS[] = {
     KEY("model.heads", KEY_INT, heads, "4", 1, 4096, "attention heads (must divide model.dim)"),
     KEY("model.context", KEY_INT, context, "128", 1, 65536, "context length T in bytes"),
     KEY("model.init_std", KEY_FLOAT, init_std, "0.02", 0, 10, "std of the normal initial weights"),
+    KEY("model.ffn", KEY_TEXT, ffn, "dense", 0, 0, "FFN site of each layer: dense, moe (top-k tokens), smear (soft-merged experts per segment), tag (expert = domain label); one word for all layers or a comma list, one per layer"),
+    KEY("smear.experts", KEY_INT, smear_experts, "4", 1, 4096, "experts at each smear/tag site"),
+    KEY("smear.segment", KEY_INT, smear_segment, "32", 1, 65536, "tokens per SMEAR routing segment (must divide model.context); segment s is routed on the mean of segment s-1"),
+    KEY("smear.dropout", KEY_FLOAT, smear_dropout, "0.1", 0, 0.99, "SMEAR expert dropout in training"),
+    KEY("moe.experts", KEY_INT, moe_experts, "8", 1, 4096, "experts Z at each moe site"),
+    KEY("moe.top_k", KEY_INT, moe_top_k, "1", 1, 4096, "experts per token (1 = Switch)"),
+    KEY("moe.balance", KEY_FLOAT, moe_balance, "0.01", 0, 100, "weight of the Switch load-balancing loss"),
+    KEY("moe.capacity", KEY_FLOAT, moe_capacity, "0", 0, 1000, "capacity factor: an expert takes at most ceil(cf T k / Z) tokens per sequence, the rest are dropped (0 = no dropping)"),
     KEY("train.batch", KEY_INT, batch, "16", 1, 1 << 24, "global batch in sequences (independent of the rank count)"),
     KEY("train.steps", KEY_INT, steps, "100", 0, 1 << 30, "optimizer steps"),
     KEY("train.warmup", KEY_INT, warmup, "10", 0, 1 << 30, "linear warmup steps"),
@@ -173,6 +181,7 @@ int ladle_config_set(ladle_config *cfg, const char *key, const char *value, char
         return -1;
     }
     case KEY_PATH:
+    case KEY_TEXT:
         if (strlen(value) >= LADLE_PATH_MAX) {
             snprintf(err, errlen, "%s: path longer than %d bytes", key, LADLE_PATH_MAX - 1);
             return -1;
@@ -296,8 +305,57 @@ void ladle_config_load(ladle_config *cfg, const char *path, int n_overrides, cha
     if (ladle_config_validate(cfg, err, sizeof err) != 0) ladle_usage_error("%s", err);
 }
 
+int ladle_config_ffn_kinds(const ladle_config *cfg, int *kinds, char *err, size_t errlen)
+{
+    static const char *const names[] = {"dense", "moe", "smear", "tag"};
+    int n = 0;
+    const char *p = cfg->ffn;
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        char word[32];
+        snprintf(word, sizeof word, "%.*s", (int)(len < sizeof word - 1 ? len : sizeof word - 1), p);
+        char *w = trim(word);
+        int kind = -1;
+        for (int i = 0; i < 4; i++)
+            if (strcmp(w, names[i]) == 0) kind = i;
+        if (kind < 0) {
+            snprintf(err, errlen, "model.ffn: '%s' is not a site kind (expected dense, moe, smear or tag)", w);
+            return -1;
+        }
+        if (n < cfg->layers) kinds[n] = kind;
+        n++;
+        if (!p[len]) break;
+        p += len + 1;
+    }
+    if (n == 1)   /* one word: every layer */
+        for (int l = 1; l < cfg->layers; l++) kinds[l] = kinds[0];
+    else if (n != cfg->layers) {
+        snprintf(err, errlen, "model.ffn lists %d sites but model.layers = %d (give one kind, or one per layer)", n,
+                 cfg->layers);
+        return -1;
+    }
+    return 0;
+}
+
 int ladle_config_validate(const ladle_config *cfg, char *err, size_t errlen)
 {
+    int *kinds = ladle_calloc((size_t)cfg->layers, sizeof(int), "FFN kinds");
+    int rc = ladle_config_ffn_kinds(cfg, kinds, err, errlen);
+    int routed_segments = 0, moe = 0;
+    for (int l = 0; rc == 0 && l < cfg->layers; l++) {
+        routed_segments |= kinds[l] == LADLE_FFN_SMEAR || kinds[l] == LADLE_FFN_TAG;
+        moe |= kinds[l] == LADLE_FFN_MOE;
+    }
+    free(kinds);
+    if (rc != 0) return rc;
+    if (routed_segments && cfg->context % cfg->smear_segment != 0) {
+        snprintf(err, errlen, "smear.segment = %d does not divide model.context = %d", cfg->smear_segment, cfg->context);
+        return -1;
+    }
+    if (moe && cfg->moe_top_k > cfg->moe_experts) {
+        snprintf(err, errlen, "moe.top_k = %d exceeds moe.experts = %d", cfg->moe_top_k, cfg->moe_experts);
+        return -1;
+    }
     if (cfg->dim % cfg->heads != 0) {
         snprintf(err, errlen, "model.heads = %d does not divide model.dim = %d", cfg->heads, cfg->dim);
         return -1;
@@ -316,7 +374,8 @@ static int format_value(const ladle_config *cfg, const key_spec *k, char *out, s
     case KEY_INT: return snprintf(out, len, "%d", *(const int *)field);
     case KEY_LONG: return snprintf(out, len, "%ld", *(const long *)field);
     case KEY_FLOAT: return snprintf(out, len, "%.9g", (double)*(const float *)field);
-    case KEY_PATH: return snprintf(out, len, "%s", field);
+    case KEY_PATH:
+    case KEY_TEXT: return snprintf(out, len, "%s", field);
     case KEY_CHOICE: {
         const char *c = k->choices;
         for (int i = 0; i < *(const int *)field && strchr(c, '|'); i++) c = strchr(c, '|') + 1;

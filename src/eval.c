@@ -3,9 +3,10 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 void ladle_eval_domain(const ladle_model *model, const float *params, ladle_activations *acts,
-                       const ladle_domain *domain, int max_windows, ladle_eval_result *r, MPI_Comm comm)
+                       const ladle_domain *domain, int label, int max_windows, ladle_eval_result *r, MPI_Comm comm)
 {
     int rank = 0, size = 1;
     MPI_CHECK(MPI_Comm_rank(comm, &rank));
@@ -13,6 +14,11 @@ void ladle_eval_domain(const ladle_model *model, const float *params, ladle_acti
     const int T = model->context, chunk = acts->B;
     uint8_t *tokens = ladle_malloc((size_t)chunk * T, "eval tokens");
     uint8_t *targets = ladle_malloc((size_t)chunk * T, "eval targets");
+    int *labels = ladle_malloc((size_t)chunk * sizeof(int), "eval labels");
+    for (int i = 0; i < chunk; i++) labels[i] = label;
+    /* evaluation: no expert dropout; the windows' label for tag routing */
+    memset(&acts->ctx, 0, sizeof acts->ctx);
+    acts->ctx.labels = label >= 0 ? labels : NULL;
     int n = ladle_valid_windows(domain, T, max_windows);
     int lo = (int)((long)n * rank / size), hi = (int)((long)n * (rank + 1) / size);
     double sum = 0.0, total = 0.0;
@@ -26,6 +32,8 @@ void ladle_eval_domain(const ladle_model *model, const float *params, ladle_acti
     r->windows = n;
     r->loss = n > 0 ? total / ((double)n * T) : NAN;
     r->bpb = r->loss / log(2.0);
+    memset(&acts->ctx, 0, sizeof acts->ctx);
+    free(labels);
     free(tokens);
     free(targets);
 }
@@ -35,7 +43,7 @@ void ladle_eval_domains(const ladle_model *model, const float *params, ladle_act
                         MPI_Comm comm)
 {
     for (int d = 0; d < corpus->n_domains; d++)
-        ladle_eval_domain(model, params, acts, &corpus->domains[d], max_windows, &results[d], comm);
+        ladle_eval_domain(model, params, acts, &corpus->domains[d], d, max_windows, &results[d], comm);
 }
 
 void ladle_eval_print_table(FILE *out, const ladle_eval_result *results, int n)

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { TENSORS_PER_LAYER = 12 };
 
 static void add_tensor(ladle_model *m, const char *name, int rows, int cols, int decay,
                        float init_std, float init_value)
@@ -26,6 +25,26 @@ static void add_tensor(ladle_model *m, const char *name, int rows, int cols, int
     m->n_params += t->size;
 }
 
+/* The experts of a routed site: all w1, then all b1, all w2, all b2, so each kind of
+ * tensor is one contiguous [E, ...] block the site's kernels index by expert. */
+static void add_site_experts(ladle_model *m, int l, int experts, float std, float residual_std)
+{
+    const int C = m->dim;
+    char name[LADLE_TENSOR_NAME_MAX];
+    const char *kind = m->ffn_kind[l] == LADLE_FFN_MOE ? "moe" : "smear";
+    for (int part = 0; part < 4; part++)
+        for (int e = 0; e < experts; e++) {
+            static const char *const parts[] = {"w1", "b1", "w2", "b2"};
+            snprintf(name, sizeof name, "h.%d.%s.e%d.%s", l, kind, e, parts[part]);
+            switch (part) {
+            case 0: add_tensor(m, name, 4 * C, C, 1, std, 0); break;
+            case 1: add_tensor(m, name, 4 * C, 0, 0, 0, 0); break;
+            case 2: add_tensor(m, name, C, 4 * C, 1, residual_std, 0); break;
+            default: add_tensor(m, name, C, 0, 0, 0, 0); break;
+            }
+        }
+}
+
 void ladle_model_create(ladle_model *m, const ladle_config *cfg)
 {
     memset(m, 0, sizeof *m);
@@ -38,13 +57,27 @@ void ladle_model_create(ladle_model *m, const ladle_config *cfg)
     /* GPT-2: projections into the residual stream are scaled down by 1/sqrt(2L) so the
      * stream's variance does not grow with depth. */
     const float residual_std = std / sqrtf(2.0f * (float)L);
-    m->tensors = ladle_calloc((size_t)(4 + L * TENSORS_PER_LAYER), sizeof(ladle_tensor), "tensor table");
+    m->ffn_kind = ladle_calloc((size_t)L, sizeof(int), "FFN kinds");
+    m->layer_first = ladle_calloc((size_t)L, sizeof(int), "layer table");
+    m->site_first = ladle_calloc((size_t)L, sizeof(int), "layer table");
+    char err[256];
+    if (ladle_config_ffn_kinds(cfg, m->ffn_kind, err, sizeof err) != 0) ladle_usage_error("%s", err);
+    m->moe = (ladle_moe_dims){cfg->moe_experts, cfg->moe_top_k, cfg->moe_capacity};
+    m->smear = (ladle_smear_dims){cfg->smear_experts, cfg->smear_segment, cfg->smear_dropout, 0};
+    m->moe_balance = cfg->moe_balance;
+    size_t max_tensors = 4;
+    for (int l = 0; l < L; l++) {
+        int experts = m->ffn_kind[l] == LADLE_FFN_MOE ? cfg->moe_experts : cfg->smear_experts;
+        max_tensors += 8 + 5 + (m->ffn_kind[l] == LADLE_FFN_DENSE ? 4 : 4 * (size_t)experts);
+    }
+    m->tensors = ladle_calloc(max_tensors, sizeof(ladle_tensor), "tensor table");
     add_tensor(m, "wte", LADLE_VOCAB, C, 1, std, 0);
     add_tensor(m, "wpe", T, C, 1, std, 0);
     char name[LADLE_TENSOR_NAME_MAX];
     for (int l = 0; l < L; l++) {
 #define LAYER_TENSOR(suffix, rows, cols, decay, sd, value) \
         snprintf(name, sizeof name, "h.%d." suffix, l); add_tensor(m, name, rows, cols, decay, sd, value)
+        m->layer_first[l] = m->n_tensors;
         LAYER_TENSOR("ln1.w", C, 0, 0, 0, 1);
         LAYER_TENSOR("ln1.b", C, 0, 0, 0, 0);
         LAYER_TENSOR("attn.qkv.w", 3 * C, C, 1, std, 0);
@@ -53,12 +86,35 @@ void ladle_model_create(ladle_model *m, const ladle_config *cfg)
         LAYER_TENSOR("attn.proj.b", C, 0, 0, 0, 0);
         LAYER_TENSOR("ln2.w", C, 0, 0, 0, 1);
         LAYER_TENSOR("ln2.b", C, 0, 0, 0, 0);
-        LAYER_TENSOR("ffn.w1", 4 * C, C, 1, std, 0);
-        LAYER_TENSOR("ffn.b1", 4 * C, 0, 0, 0, 0);
-        LAYER_TENSOR("ffn.w2", C, 4 * C, 1, residual_std, 0);
-        LAYER_TENSOR("ffn.b2", C, 0, 0, 0, 0);
+        m->site_first[l] = m->n_tensors;
+        switch (m->ffn_kind[l]) {
+        case LADLE_FFN_DENSE:
+            LAYER_TENSOR("ffn.w1", 4 * C, C, 1, std, 0);
+            LAYER_TENSOR("ffn.b1", 4 * C, 0, 0, 0, 0);
+            LAYER_TENSOR("ffn.w2", C, 4 * C, 1, residual_std, 0);
+            LAYER_TENSOR("ffn.b2", C, 0, 0, 0, 0);
+            break;
+        case LADLE_FFN_MOE:
+            LAYER_TENSOR("moe.router", cfg->moe_experts, C, 0, std, 0);
+            add_site_experts(m, l, cfg->moe_experts, std, residual_std);
+            break;
+        case LADLE_FFN_SMEAR:
+            /* the router (METHODS.md section 2): LayerNorm of the pooled input, per-expert
+             * vectors layer-normalised with a gain initialised at 1e-2, default logits */
+            LAYER_TENSOR("smear.ln.w", C, 0, 0, 0, 1);
+            LAYER_TENSOR("smear.ln.b", C, 0, 0, 0, 0);
+            LAYER_TENSOR("smear.router.w", cfg->smear_experts, C, 0, 1.0f, 0);
+            LAYER_TENSOR("smear.router.g", cfg->smear_experts, C, 0, 0, 1e-2f);
+            LAYER_TENSOR("smear.default", cfg->smear_experts, 0, 0, 0, 0);
+            add_site_experts(m, l, cfg->smear_experts, std, residual_std);
+            break;
+        default:   /* tag routing: experts only */
+            add_site_experts(m, l, cfg->smear_experts, std, residual_std);
+            break;
+        }
 #undef LAYER_TENSOR
     }
+    m->lnf = m->n_tensors;
     add_tensor(m, "lnf.w", C, 0, 0, 0, 1);
     add_tensor(m, "lnf.b", C, 0, 0, 0, 0);
 }
@@ -66,6 +122,9 @@ void ladle_model_create(ladle_model *m, const ladle_config *cfg)
 void ladle_model_free(ladle_model *m)
 {
     free(m->tensors);
+    free(m->ffn_kind);
+    free(m->layer_first);
+    free(m->site_first);
     memset(m, 0, sizeof *m);
 }
 
@@ -91,12 +150,35 @@ void ladle_model_init_range(const ladle_model *m, float *slice, size_t lo, size_
 
 ladle_layer_params ladle_layer_view(const ladle_model *m, const float *params, int l)
 {
-    const ladle_tensor *t = &m->tensors[2 + l * TENSORS_PER_LAYER];
+    const ladle_tensor *t = &m->tensors[m->layer_first[l]];
+    int dense = m->ffn_kind[l] == LADLE_FFN_DENSE;
     ladle_layer_params p = {
         params + t[0].offset, params + t[1].offset, params + t[2].offset, params + t[3].offset,
         params + t[4].offset, params + t[5].offset, params + t[6].offset, params + t[7].offset,
-        params + t[8].offset, params + t[9].offset, params + t[10].offset, params + t[11].offset,
+        dense ? params + t[8].offset : NULL, dense ? params + t[9].offset : NULL,
+        dense ? params + t[10].offset : NULL, dense ? params + t[11].offset : NULL,
     };
+    return p;
+}
+
+ladle_site_params ladle_site_view(const ladle_model *m, const float *params, int l)
+{
+    ladle_site_params p;
+    memset(&p, 0, sizeof p);
+    const ladle_tensor *t = &m->tensors[m->site_first[l]];
+    int kind = m->ffn_kind[l];
+    if (kind == LADLE_FFN_DENSE) return p;
+    int router = kind == LADLE_FFN_MOE ? 1 : kind == LADLE_FFN_SMEAR ? 5 : 0;
+    int experts = kind == LADLE_FFN_MOE ? m->moe.Z : m->smear.N;
+    if (kind == LADLE_FFN_MOE) p.moe_router = params + t[0].offset;
+    if (kind == LADLE_FFN_SMEAR)
+        p.smear = (ladle_smear_router){params + t[0].offset, params + t[1].offset, params + t[2].offset,
+                                       params + t[3].offset, params + t[4].offset};
+    const ladle_tensor *e = t + router;   /* the blocks of w1, b1, w2, b2 start here */
+    p.w1 = params + e[0].offset;
+    p.b1 = params + e[experts].offset;
+    p.w2 = params + e[2 * experts].offset;
+    p.b2 = params + e[3 * experts].offset;
     return p;
 }
 
@@ -148,13 +230,98 @@ void ladle_activations_create(ladle_activations *a, const ladle_model *m, int B)
     for (size_t i = 0; i < sizeof fwd / sizeof fwd[0]; i++) { *fwd[i].ptr = p; p += fwd[i].n; }
     p = a->d_memory;
     for (size_t i = 0; i < sizeof bwd / sizeof bwd[0]; i++) { *bwd[i].ptr = p; p += bwd[i].n; }
+    /* routed FFN sites keep their own caches */
+    a->moe_cache = ladle_calloc(L, sizeof *a->moe_cache, "MoE caches");
+    a->smear_cache = ladle_calloc(L, sizeof *a->smear_cache, "SMEAR caches");
+    for (int l = 0; l < (int)L; l++) {
+        if (m->ffn_kind[l] == LADLE_FFN_MOE) a->moe_cache[l] = ladle_moe_cache_create(B * (int)T, (int)C, &m->moe);
+        if (m->ffn_kind[l] == LADLE_FFN_SMEAR || m->ffn_kind[l] == LADLE_FFN_TAG) {
+            ladle_smear_dims dims = m->smear;
+            dims.tag = m->ffn_kind[l] == LADLE_FFN_TAG;
+            a->smear_cache[l] = ladle_smear_cache_create(B, (int)T, (int)C, &dims);
+        }
+    }
+    a->layers = (int)L;
 }
 
 void ladle_activations_free(ladle_activations *a)
 {
+    for (int l = 0; l < a->layers; l++) {
+        if (a->moe_cache[l]) ladle_moe_cache_free(a->moe_cache[l]);
+        if (a->smear_cache[l]) ladle_smear_cache_free(a->smear_cache[l]);
+    }
+    free(a->moe_cache);
+    free(a->smear_cache);
     free(a->memory);
     free(a->d_memory);
     memset(a, 0, sizeof *a);
+}
+
+/* ---- FFN sites ------------------------------------------------------------------ */
+
+/* out = the layer's FFN site applied to its input x (ln2): dense, MoE, SMEAR or tag. */
+static void ffn_forward(const ladle_model *m, const float *params, ladle_activations *a, int l, float *out,
+                        float *fch, float *fch_gelu, const float *x, int B)
+{
+    const int C = m->dim, T = m->context, N = B * T;
+    if (m->ffn_kind[l] == LADLE_FFN_DENSE) {
+        ladle_layer_params w = ladle_layer_view(m, params, l);
+        matmul_forward(fch, x, w.fc1_w, w.fc1_b, N, C, 4 * C);
+        gelu_forward(fch_gelu, fch, (size_t)N * 4 * C);
+        matmul_forward(out, fch_gelu, w.fc2_w, w.fc2_b, N, 4 * C, C);
+        return;
+    }
+    ladle_site_params s = ladle_site_view(m, params, l);
+    if (m->ffn_kind[l] == LADLE_FFN_MOE) {
+        a->aux_sum += moe_forward(out, a->moe_cache[l], x, s.moe_router, s.w1, s.b1, s.w2, s.b2, B, T, C, &m->moe);
+        return;
+    }
+    ladle_smear_dims dims = m->smear;
+    dims.tag = m->ffn_kind[l] == LADLE_FFN_TAG;
+    LADLE_CHECK(!dims.tag || a->ctx.labels, "tag routing needs the sequences' domain labels");
+    ladle_smear_context ctx = {a->ctx.training, a->ctx.seed, a->ctx.step, a->ctx.first_sequence, a->ctx.labels};
+    smear_forward(out, a->smear_cache[l], x, &s.smear, s.w1, s.b1, s.w2, s.b2, B, T, C, &dims, &ctx);
+}
+
+/* Gradient views have the same layout as parameter views; cast away const once, here. */
+static ladle_smear_router_grads smear_grads(const ladle_smear_router *r)
+{
+    ladle_smear_router_grads g = {(float *)r->ln_w, (float *)r->ln_b, (float *)r->w, (float *)r->g,
+                                  (float *)r->default_logits};
+    return g;
+}
+
+/* d_ln += the site's input gradient from d_residual (its output's gradient); the site's
+ * parameter gradients accumulate into grads. */
+static void ffn_backward(const ladle_model *m, const float *params, float *grads, ladle_activations *a, int l,
+                         const float *fch, const float *fch_gelu, const float *x, int B, float grad_scale)
+{
+    const int C = m->dim, T = m->context, N = B * T;
+    if (m->ffn_kind[l] == LADLE_FFN_DENSE) {
+        ladle_layer_params w = ladle_layer_view(m, params, l);
+        ladle_layer_params g = ladle_layer_view(m, grads, l);
+        memset(a->d_fch_gelu, 0, (size_t)N * 4 * C * sizeof(float));
+        memset(a->d_fch, 0, (size_t)N * 4 * C * sizeof(float));
+        matmul_backward(a->d_fch_gelu, (float *)g.fc2_w, (float *)g.fc2_b, a->d_residual, fch_gelu, w.fc2_w, N,
+                        4 * C, C);
+        gelu_backward(a->d_fch, fch, a->d_fch_gelu, (size_t)N * 4 * C);
+        matmul_backward(a->d_ln, (float *)g.fc1_w, (float *)g.fc1_b, a->d_fch, x, w.fc1_w, N, C, 4 * C);
+        return;
+    }
+    ladle_site_params s = ladle_site_view(m, params, l), d = ladle_site_view(m, grads, l);
+    if (m->ffn_kind[l] == LADLE_FFN_MOE) {
+        /* the balancing loss weighs moe.balance per sequence of the global batch */
+        float aux_scale = m->moe_balance * grad_scale * (float)T;
+        moe_backward(a->d_ln, (float *)d.moe_router, (float *)d.w1, (float *)d.b1, (float *)d.w2, (float *)d.b2,
+                     a->d_residual, a->moe_cache[l], x, s.moe_router, s.w1, s.b1, s.w2, s.b2, B, T, C, &m->moe,
+                     aux_scale);
+        return;
+    }
+    ladle_smear_dims dims = m->smear;
+    dims.tag = m->ffn_kind[l] == LADLE_FFN_TAG;
+    ladle_smear_router_grads dr = smear_grads(&d.smear);
+    smear_backward(a->d_ln, &dr, (float *)d.w1, (float *)d.b1, (float *)d.w2, (float *)d.b2, a->d_residual,
+                   a->smear_cache[l], x, &s.smear, s.w1, s.b1, s.w2, s.b2, B, T, C, &dims);
 }
 
 /* ---- forward -------------------------------------------------------------------- */
@@ -168,9 +335,10 @@ double ladle_model_forward(const ladle_model *m, const float *params, ladle_acti
     const size_t BTC = (size_t)N * C, BT = (size_t)N;
     const float *wte = params + m->tensors[0].offset;
     const float *wpe = params + m->tensors[1].offset;
-    const ladle_tensor *lnf = &m->tensors[2 + L * TENSORS_PER_LAYER];
+    const ladle_tensor *lnf = &m->tensors[m->lnf];
 
     encoder_forward(a->encoded, tokens, wte, wpe, B, T, C);
+    a->aux_sum = 0.0;
     const float *residual = a->encoded;
     for (int l = 0; l < L; l++) {
         ladle_layer_params w = ladle_layer_view(m, params, l);
@@ -188,9 +356,7 @@ double ladle_model_forward(const ladle_model *m, const float *params, ladle_acti
         matmul_forward(attproj, atty, w.proj_w, w.proj_b, N, C, C);
         residual_forward(residual2, residual, attproj, BTC);
         layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, w.ln2_w, w.ln2_b, N, C);
-        matmul_forward(fch, ln2, w.fc1_w, w.fc1_b, N, C, 4 * C);
-        gelu_forward(fch_gelu, fch, 4 * BTC);
-        matmul_forward(fcproj, fch_gelu, w.fc2_w, w.fc2_b, N, 4 * C, C);
+        ffn_forward(m, params, a, l, fcproj, fch, fch_gelu, ln2, B);
         residual_forward(residual3, residual2, fcproj, BTC);
         residual = residual3;
     }
@@ -213,7 +379,7 @@ void ladle_model_backward(const ladle_model *m, const float *params, float *grad
     const float *wte = params + m->tensors[0].offset;
     float *dwte = grads + m->tensors[0].offset;
     float *dwpe = grads + m->tensors[1].offset;
-    const ladle_tensor *lnf = &m->tensors[2 + L * TENSORS_PER_LAYER];
+    const ladle_tensor *lnf = &m->tensors[m->lnf];
 
     memset(a->d_logits, 0, (size_t)N * V * sizeof(float));
     memset(a->d_ln, 0, BTC * sizeof(float));
@@ -237,12 +403,8 @@ void ladle_model_backward(const ladle_model *m, const float *params, float *grad
         const float *ln2 = a->ln2 + l * BTC, *ln2_mean = a->ln2_mean + l * BT, *ln2_rstd = a->ln2_rstd + l * BT;
         const float *fch = a->fch + l * 4 * BTC, *fch_gelu = a->fch_gelu + l * 4 * BTC;
 
-        memset(a->d_fch_gelu, 0, 4 * BTC * sizeof(float));
-        memset(a->d_fch, 0, 4 * BTC * sizeof(float));
         memset(a->d_ln, 0, BTC * sizeof(float));
-        matmul_backward(a->d_fch_gelu, g.fc2_w, g.fc2_b, a->d_residual, fch_gelu, w.fc2_w, N, 4 * C, C);
-        gelu_backward(a->d_fch, fch, a->d_fch_gelu, 4 * BTC);
-        matmul_backward(a->d_ln, g.fc1_w, g.fc1_b, a->d_fch, ln2, w.fc1_w, N, C, 4 * C);
+        ffn_backward(m, params, grads, a, l, fch, fch_gelu, ln2, B, grad_scale);
         layernorm_backward(a->d_residual, g.ln2_w, g.ln2_b, a->d_ln, residual2, w.ln2_w, ln2_mean, ln2_rstd, N, C);
 
         memset(a->d_atty, 0, BTC * sizeof(float));
@@ -258,11 +420,18 @@ void ladle_model_backward(const ladle_model *m, const float *params, float *grad
 
 double ladle_model_flops_per_token(const ladle_model *m)
 {
-    /* 6 flops per weight per token (2 forward, 4 backward) for every matrix product, plus
-     * causal attention: q k^T and P v each cost 2*C flops per (query, key) pair, a query
-     * sees (T+1)/2 keys on average, x3 with backward. This is the useful work; the
-     * blocked kernels also compute part of the masked triangle (kernels.c). */
-    const double L = m->layers, C = m->dim, T = m->context;
-    double matmul_weights = L * 12.0 * C * C + (double)LADLE_VOCAB * C;
-    return 6.0 * matmul_weights + 3.0 * L * 2.0 * 2.0 * C * (T + 1.0) / 2.0;
+    /* 6 flops per weight per token (2 forward, 4 backward) for every matrix product a
+     * token goes through, plus causal attention: q k^T and P v each cost 2*C flops per
+     * (query, key) pair, a query sees (T+1)/2 keys on average, x3 with backward. This is
+     * the useful work; the blocked kernels also compute part of the masked triangle. A
+     * MoE token goes through top_k experts' FFNs (and the router); a SMEAR/tag site runs
+     * one (merged) FFN per token. */
+    const double C = m->dim, T = m->context;
+    double matmul_weights = (double)LADLE_VOCAB * C;
+    for (int l = 0; l < m->layers; l++) {
+        matmul_weights += 4.0 * C * C;
+        if (m->ffn_kind[l] == LADLE_FFN_MOE) matmul_weights += 8.0 * C * C * m->moe.top_k + m->moe.Z * C;
+        else matmul_weights += 8.0 * C * C;
+    }
+    return 6.0 * matmul_weights + 3.0 * m->layers * 2.0 * 2.0 * C * (T + 1.0) / 2.0;
 }

@@ -262,7 +262,7 @@ static double domain_bpb(const ladle_model *model, const float *theta, ladle_act
                          const ladle_domain *domain, int windows, MPI_Comm comm, int *n_windows)
 {
     ladle_eval_result r;
-    ladle_eval_domain(model, theta, acts, domain, windows, &r, comm);
+    ladle_eval_domain(model, theta, acts, domain, -1, windows, &r, comm);
     *n_windows = r.windows;
     return r.bpb;
 }

@@ -71,6 +71,7 @@ void ladle_trainer_create(ladle_trainer *tr, const ladle_config *cfg, MPI_Comm c
     ladle_activations_create(&tr->acts, &tr->model, local > 0 ? local : 1);
     tr->tokens = ladle_malloc((size_t)(local > 0 ? local : 1) * cfg->context, "batch tokens");
     tr->targets = ladle_malloc((size_t)(local > 0 ? local : 1) * cfg->context, "batch targets");
+    tr->labels = ladle_calloc((size_t)(local > 0 ? local : 1), sizeof(int), "batch labels");
     tr->log.rank = s->rank;   /* opened by ladle_train_run, after a resume trimmed metrics.jsonl */
 }
 
@@ -79,7 +80,7 @@ void ladle_trainer_free(ladle_trainer *tr)
     ladle_log_close(&tr->log);
     ladle_activations_free(&tr->acts);
     free(tr->param_slice); free(tr->merged_slice); free(tr->grad_slice); free(tr->adam_m); free(tr->adam_v);
-    free(tr->params); free(tr->grads); free(tr->tokens); free(tr->targets);
+    free(tr->params); free(tr->grads); free(tr->tokens); free(tr->targets); free(tr->labels);
     free(tr->h); free(tr->alpha); free(tr->dalpha); free(tr->reduced);
     if (tr->soup.n > 0) {
         free(tr->router_params); free(tr->router_grads); free(tr->router_m); free(tr->router_v);
@@ -164,7 +165,9 @@ double ladle_trainer_step(ladle_trainer *tr, ladle_step_stats *st)
     double loss_sum = 0.0;
     if (local > 0) {
         ladle_batch_train(&tr->corpus, tr->h, (ladle_sampling)cfg->sampling, cfg->batch, (uint64_t)cfg->seed,
-                          (uint64_t)tr->step, tr->b_lo, tr->b_hi, T, tr->tokens, tr->targets, NULL);
+                          (uint64_t)tr->step, tr->b_lo, tr->b_hi, T, tr->tokens, tr->targets, tr->labels);
+        /* SMEAR's expert dropout is a function of the global sequence; tag routing reads labels */
+        tr->acts.ctx = (ladle_forward_context){1, (uint64_t)cfg->seed, (uint64_t)tr->step, tr->b_lo, tr->labels};
         loss_sum = ladle_model_forward(&tr->model, tr->params, &tr->acts, tr->tokens, tr->targets, local);
         /* scale by the GLOBAL token count: the summed gradients are then the mean */
         float scale = 1.0f / ((float)cfg->batch * (float)T);
@@ -256,7 +259,7 @@ void ladle_trainer_eval(ladle_trainer *tr)
             memset(h, 0, (size_t)k * sizeof(float));
             h[d] = 1.0f;
             ladle_trainer_gather_theta(tr, h);
-            ladle_eval_domain(&tr->model, tr->params, &tr->acts, &tr->corpus.domains[d], tr->cfg.eval_sequences,
+            ladle_eval_domain(&tr->model, tr->params, &tr->acts, &tr->corpus.domains[d], d, tr->cfg.eval_sequences,
                               &special[d], s->comm);
         }
     double sum = 0.0, sum_special = 0.0;

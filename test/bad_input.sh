@@ -41,6 +41,9 @@ passed=$((passed + 1))
 expect_error "eval: model is a corpus" "is not a ladle-checkpoint file" "$LADLE" eval "$TMP/corpus.h5" --corpus "$TMP/corpus.h5"
 expect_error "eval: corpus is a model-less text file" "is not an HDF5 file" "$LADLE" eval "$TMP/text.h5" --corpus "$TMP/corpus.h5"
 expect_error "unknown command" "unknown command 'trian'" "$LADLE" trian
+expect_error "bad FFN site" "model.ffn: 'smeer' is not a site kind" "$LADLE" train model.ffn=smeer $C
+expect_error "FFN list length" "model.ffn lists 3 sites but model.layers = 2" "$LADLE" train model.layers=2 model.ffn=dense,moe,smear $C
+expect_error "segment not dividing context" "smear.segment = 5 does not divide model.context = 32" "$LADLE" train model.context=32 model.ffn=smear smear.segment=5 $C
 
 # Under MPI: every rank must exit with the error (no hang), and print it once.
 for n in 2 3; do

@@ -19,11 +19,16 @@ typedef struct {
     int B;
 } fixture;
 
-static void fixture_create(fixture *f, int B)
+static int *fixture_labels;   /* tag routing: each sequence's label */
+
+/* ffn: model.ffn, e.g. "dense" or "moe,smear" */
+static void fixture_create_ffn(fixture *f, int B, const char *ffn)
 {
     ladle_config cfg;
     ladle_config_defaults(&cfg);
     cfg.layers = 2; cfg.dim = 16; cfg.heads = 2; cfg.context = 8;
+    snprintf(cfg.ffn, sizeof cfg.ffn, "%s", ffn);
+    cfg.smear_experts = 3; cfg.smear_segment = 4; cfg.moe_experts = 3; cfg.moe_balance = 0.5f;
     cfg.init_std = 0.2f;   /* large weights: gradients well above float noise */
     ladle_model_create(&f->model, &cfg);
     f->B = B;
@@ -33,6 +38,9 @@ static void fixture_create(fixture *f, int B)
     for (size_t i = 0; i < f->model.n_params; i++)
         f->params[i] += 0.1f * ladle_rng_normal(3, 0, 0, i);
     ladle_activations_create(&f->acts, &f->model, B);
+    fixture_labels = realloc(fixture_labels, (size_t)B * sizeof(int));
+    for (int b = 0; b < B; b++) fixture_labels[b] = 2 * b + 1;
+    f->acts.ctx.labels = fixture_labels;   /* evaluation mode: no expert dropout */
     size_t n = (size_t)B * cfg.context;
     f->tokens = malloc(n);
     f->targets = malloc(n);
@@ -40,6 +48,11 @@ static void fixture_create(fixture *f, int B)
         f->tokens[i] = (uint8_t)ladle_rng_below(5, 0, 1, i, 256);
         f->targets[i] = (uint8_t)ladle_rng_below(5, 0, 2, i, 256);
     }
+}
+
+static void fixture_create(fixture *f, int B)
+{
+    fixture_create_ffn(f, B, "dense");
 }
 
 static void fixture_free(fixture *f)
@@ -52,13 +65,15 @@ static void fixture_free(fixture *f)
 static double mean_loss(fixture *f)
 {
     double s = ladle_model_forward(&f->model, f->params, &f->acts, f->tokens, f->targets, f->B);
-    return s / ((double)f->B * f->model.context);
+    /* the objective backward differentiates: LM loss plus the weighted balancing losses */
+    return (s + f->model.moe_balance * f->model.context * f->acts.aux_sum) / ((double)f->B * f->model.context);
 }
 
-static void test_finite_differences(void)
+static void test_finite_differences(const char *ffn)
 {
     fixture f;
-    fixture_create(&f, 3);
+    fixture_create_ffn(&f, 3, ffn);
+    printf("model.ffn = %s\n", ffn);
     const int T = f.model.context;
     float *grads = calloc(f.model.n_params, sizeof(float));
     mean_loss(&f);
@@ -152,10 +167,42 @@ static void test_init_slices(void)
     fixture_free(&f);
 }
 
+/* Causality through every kind of FFN site: changing bytes after position t never
+ * changes the logits at positions <= t, bit for bit. */
+static void test_causality(const char *ffn)
+{
+    fixture f;
+    fixture_create_ffn(&f, 2, ffn);
+    const int T = f.model.context, V = LADLE_VOCAB;
+    ladle_model_forward(&f.model, f.params, &f.acts, f.tokens, f.targets, f.B);
+    size_t n = (size_t)f.B * T * V;
+    float *before = malloc(n * sizeof(float));
+    memcpy(before, f.acts.logits, n * sizeof(float));
+    for (int t = 0; t + 1 < T; t++) {
+        uint8_t *changed = malloc((size_t)f.B * T);
+        memcpy(changed, f.tokens, (size_t)f.B * T);
+        for (int b = 0; b < f.B; b++)
+            for (int u = t + 1; u < T; u++) changed[b * T + u] ^= 0x5a;
+        ladle_model_forward(&f.model, f.params, &f.acts, changed, f.targets, f.B);
+        int same = 1;
+        for (int b = 0; b < f.B; b++)
+            same &= memcmp(before + (size_t)b * T * V, f.acts.logits + (size_t)b * T * V, (size_t)(t + 1) * V * sizeof(float)) == 0;
+        EXPECT(&counts, same, "model.ffn = %s: logits at positions <= %d changed with later bytes", ffn, t);
+        free(changed);
+    }
+    free(before);
+    fixture_free(&f);
+}
+
 int main(void)
 {
-    test_finite_differences();
+    test_finite_differences("dense");
+    test_finite_differences("moe,smear");
+    test_finite_differences("tag,moe");
+    test_causality("smear");
+    test_causality("moe,tag");
     test_batch_split();
     test_init_slices();
+    free(fixture_labels);
     return test_summary(&counts, "test_model");
 }

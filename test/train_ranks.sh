@@ -19,7 +19,23 @@ for n in 2 3; do
         END { printf "1 vs %d ranks: worst relative difference %.2e over %d steps\n", n, worst, NR; exit bad > 0 }' \
         || fail "losses on $n ranks differ from 1 rank"
 done
+# routed FFN sites: a MoE layer (top-1, capacity dropping, balancing loss) and a SMEAR
+# layer (expert dropout on): the same losses on 1, 2 and 3 ranks
+ROUTED="$TINY model.ffn=moe,smear moe.experts=3 moe.capacity=1.5 smear.experts=3 smear.segment=8"
+for n in 1 2 3; do
+    # shellcheck disable=SC2086
+    run_mpi $n "^done: 12 steps" "$LADLE" train $ROUTED train.steps=12 data.corpus="$TMP/corpus.h5" run.dir="$TMP/routed$n" \
+        || fail "routed training on $n ranks"
+    grep '"tokens_per_s"' "$TMP/routed$n/metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/' > "$TMP/rl$n"
+done
+for n in 2 3; do
+    paste "$TMP/rl1" "$TMP/rl$n" | awk -v n=$n '
+        { d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > worst) worst = r; if (r > 1e-5) bad++ }
+        END { printf "moe,smear: 1 vs %d ranks: worst relative difference %.2e over %d steps\n", n, worst, NR;
+              exit bad > 0 || NR != 12 }' || fail "routed losses on $n ranks differ from 1 rank"
+done
+
 # the losses must actually move: a run that learns nothing would also "agree"
 first=$(head -1 "$TMP/loss1"); last=$(tail -1 "$TMP/loss1")
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.3) }' || fail "loss did not decrease ($first -> $last)"
-echo "train_ranks: 3 passed, 0 failed"
+echo "train_ranks: 5 passed, 0 failed"

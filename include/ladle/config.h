@@ -16,6 +16,12 @@ typedef struct {
     /* model */
     int layers, dim, heads, context;
     float init_std;
+    char ffn[LADLE_PATH_MAX]; /* model.ffn: dense|moe|smear|tag, one for all layers or one per layer */
+    /* routed FFN sites (SMEAR, tag routing, MoE) */
+    int smear_experts, smear_segment;
+    float smear_dropout;
+    int moe_experts, moe_top_k;
+    float moe_balance, moe_capacity;
     /* training */
     int batch;          /* global batch, in sequences, independent of the rank count */
     int steps;
@@ -41,6 +47,13 @@ typedef struct {
     int ckpt_every, ckpt_keep_last, ckpt_keep_every;
     int stop_after;           /* run.stop_after: steps in this invocation, then checkpoint and exit */
 } ladle_config;
+
+/* The FFN site of a layer, from model.ffn. */
+typedef enum { LADLE_FFN_DENSE = 0, LADLE_FFN_MOE, LADLE_FFN_SMEAR, LADLE_FFN_TAG } ladle_ffn_kind;
+
+/* Parse model.ffn into kinds[layers]: returns 0, or -1 with a message (unknown word, a
+ * list whose length is not model.layers). */
+int ladle_config_ffn_kinds(const ladle_config *cfg, int *kinds, char *err, size_t errlen);
 
 void ladle_config_defaults(ladle_config *cfg);
 

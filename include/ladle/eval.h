@@ -21,9 +21,11 @@ typedef struct {
 
 /* Evaluates params (full vector, identical on every rank) on up to max_windows valid
  * windows of one domain. acts must hold at least one sequence; windows are processed
- * acts->B at a time. Collective over comm. */
+ * acts->B at a time. label: the domain's index, the windows' label for tag routing (-1:
+ * none). Collective over comm. */
 void ladle_eval_domain(const ladle_model *model, const float *params, ladle_activations *acts,
-                       const ladle_domain *domain, int max_windows, ladle_eval_result *result, MPI_Comm comm);
+                       const ladle_domain *domain, int label, int max_windows, ladle_eval_result *result,
+                       MPI_Comm comm);
 
 /* The same for every domain of a corpus; results[corpus->n_domains]. */
 void ladle_eval_domains(const ladle_model *model, const float *params, ladle_activations *acts,

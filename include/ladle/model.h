@@ -11,6 +11,8 @@
 #include <stdint.h>
 
 #include "ladle/config.h"
+#include "ladle/moe.h"
+#include "ladle/smear.h"
 
 #define LADLE_VOCAB 256
 #define LADLE_TENSOR_NAME_MAX 48
@@ -30,13 +32,40 @@ typedef struct {
     int n_tensors;
     ladle_tensor *tensors;
     size_t n_params;
+    /* per layer: its FFN site (ladle_ffn_kind), the table index of its first tensor
+     * (ln1.w) and of its first FFN-site tensor */
+    int *ffn_kind, *layer_first, *site_first;
+    int lnf;                           /* table index of lnf.w */
+    ladle_moe_dims moe;
+    ladle_smear_dims smear;
+    float moe_balance;
 } ladle_model;
 
-/* Per-layer parameter views into the flat vector. */
+/* Per-layer parameter views into the flat vector. fc1/fc2 are the dense FFN's (NULL at
+ * a routed site). */
 typedef struct {
     const float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
     const float *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
 } ladle_layer_params;
+
+/* A routed FFN site's parameters: the experts' FFNs, contiguous per kind of tensor
+ * (w1 [E, 4C, C], b1 [E, 4C], w2 [E, C, 4C], b2 [E, C]), and the router: MoE's [Z, C],
+ * or SMEAR's (absent for tag routing). */
+typedef struct {
+    const float *w1, *b1, *w2, *b2;
+    const float *moe_router;
+    ladle_smear_router smear;
+} ladle_site_params;
+
+/* What a forward pass needs besides the tokens: training mode (SMEAR's expert dropout),
+ * the counters that make dropout a pure function of the global sequence index, and the
+ * sequences' domain labels (tag routing). Zero-initialised = evaluation without labels. */
+typedef struct {
+    int training;
+    uint64_t seed, step;
+    long first_sequence;
+    const int *labels;      /* [B] */
+} ladle_forward_context;
 
 /* Forward activations for a batch of B sequences, in one allocation. */
 typedef struct {
@@ -58,6 +87,12 @@ typedef struct {
     /* backward scratch, reused layer after layer */
     float *d_memory;
     float *d_residual, *d_ln, *d_atty, *d_qkv, *d_fch, *d_fch_gelu, *d_logits, *d_att_scratch;
+    /* routed FFN sites: one cache per layer (NULL for dense layers) */
+    ladle_moe_cache **moe_cache;
+    ladle_smear_cache **smear_cache;
+    int layers;
+    ladle_forward_context ctx;   /* set by the caller before a forward */
+    double aux_sum;              /* MoE load-balancing losses of the last forward (sum) */
 } ladle_activations;
 
 void ladle_model_create(ladle_model *model, const ladle_config *cfg);
@@ -69,6 +104,7 @@ const ladle_tensor *ladle_model_tensor(const ladle_model *model, const char *nam
 void ladle_model_init_range(const ladle_model *model, float *slice, size_t lo, size_t hi, uint64_t seed);
 
 ladle_layer_params ladle_layer_view(const ladle_model *model, const float *params, int layer);
+ladle_site_params ladle_site_view(const ladle_model *model, const float *params, int layer);
 
 void ladle_activations_create(ladle_activations *acts, const ladle_model *model, int B);
 void ladle_activations_free(ladle_activations *acts);
@@ -78,8 +114,10 @@ void ladle_activations_free(ladle_activations *acts);
 double ladle_model_forward(const ladle_model *model, const float *params, ladle_activations *acts,
                            const uint8_t *tokens, const uint8_t *targets, int B);
 
-/* Backward of the last forward: grads += grad_scale * d(sum of losses)/d(params).
- * grad_scale is 1/(global batch * T) for the mean loss over all ranks' sequences. */
+/* Backward of the last forward: grads += grad_scale * d(sum of losses)/d(params), plus
+ * the MoE balancing losses' gradient at weight moe.balance * grad_scale * T (that is,
+ * moe.balance per sequence of the global batch). grad_scale is 1/(global batch * T) for
+ * the mean loss over all ranks' sequences. */
 void ladle_model_backward(const ladle_model *model, const float *params, float *grads,
                           ladle_activations *acts, const uint8_t *tokens, const uint8_t *targets,
                           int B, float grad_scale);

@@ -46,6 +46,7 @@ typedef struct {
     double *reduced;           /* [3 + n]: loss sum, |dS|^2, |dE|^2, dalpha */
     ladle_activations acts;
     uint8_t *tokens, *targets;
+    int *labels;               /* each sequence's domain (tag routing) */
     long step;                 /* optimizer steps done */
 } ladle_trainer;
 
