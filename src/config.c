@@ -49,6 +49,8 @@ static const key_spec KEYS[] = {
     KEY("train.eps", KEY_FLOAT, eps, "1e-8", 0, 1, "AdamW epsilon"),
     KEY("train.clip", KEY_FLOAT, clip, "1.0", 0, 1e30, "global gradient-norm clip (0 = off)"),
     KEY("train.seed", KEY_LONG, seed, "1", 0, 9.0e18, "seed of the counter RNG (init, data)"),
+    KEY("train.init", KEY_PATH, init, "", 0, 0, "start a fresh run from this model file's parameters (same shape), e.g. a pruned model"),
+    CHOICE("train.only", only, "all", "all|router", "train everything, or only the routers of the moe/smear sites (UNCURL's router re-training)"),
     KEY("data.corpus", KEY_PATH, corpus, "", 0, 0, "corpus file written by 'ladle prep'"),
     CHOICE("data.sampling", sampling, "iid", "iid|stratified", "Algorithm 1: each sequence's domain ~ Cat(h), or floor(B h_i) per domain first"),
     KEY("meta.support", KEY_INT, meta_support, "0", 0, 1 << 20, "domains with non-zero weight in each sampled mixture h (0 = all)"),

@@ -635,6 +635,9 @@ static void print_model_text(const file_info *fi, FILE *out)
     if (fi->cfg_ok) {
         const ladle_config *c = &fi->cfg;
         fprintf(out, "model: layers %d, dim %d, heads %d, context %d\n", c->layers, c->dim, c->heads, c->context);
+        if (strcmp(c->ffn, "dense") != 0)   /* routed FFN sites */
+            fprintf(out, "ffn sites: %s (moe: %d experts, top-%d; smear/tag: %d experts, segment %d)\n", c->ffn,
+                    c->moe_experts, c->moe_top_k, c->smear_experts, c->smear_segment);
         if (c->experts > 0) {
             fprintf(out, "soup: experts %d, rank %d (%s), experts_on %s\n", c->experts, c->expert_rank,
                     c->expert_rank > 0 ? "low-rank U V^T" : "dense experts", experts_on_text(c->experts_on));

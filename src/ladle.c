@@ -6,6 +6,7 @@
 #include "ladle/generate.h"
 #include "ladle/inspect.h"
 #include "ladle/prep.h"
+#include "ladle/prune.h"
 #include "ladle/specialize.h"
 #include "ladle/train.h"
 
@@ -35,6 +36,7 @@ static const char *USAGE =
     "  generate  sample text from a model:       ladle generate MODEL.h5 --prompt TEXT [--bytes N]\n"
     "  instantiate  a soup's specialist:         ladle instantiate SOUP.h5 -o MODEL.h5 --weights NAME=W,... | --like FILE...\n"
     "  fit-weights  fit h to examples, then instantiate: ladle fit-weights SOUP.h5 --like FILE... -o MODEL.h5\n"
+    "  prune     UNCURL expert pruning for a task: ladle prune MODEL.h5 --task FILE... --experts D -o OUT.h5\n"
     "  inspect   describe any ladle file:        ladle inspect FILE [--dump TENSOR] [--json]\n"
     "  keys      list every configuration key with its default\n"
     "\n"
@@ -538,6 +540,55 @@ static int cmd_inspect(int argc, char **argv)
     return ladle_inspect(path, &opt, world_rank(), stdout);
 }
 
+static int cmd_prune(int argc, char **argv)
+{
+    const char *in = NULL, *out = NULL;
+    char **task = ladle_calloc((size_t)argc + 1, sizeof(char *), "task files");
+    int n_task = 0, in_task = 0, experts = 0, windows = 64;
+    ladle_prune_method method = LADLE_PRUNE_UNCURL;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help")) {
+            if (world_rank() == 0)
+                printf("usage: ladle prune MODEL.h5 --task FILE... --experts D -o OUT.h5 [--method uncurl|frequency]\n"
+                       "                   [--windows N]\n"
+                       "UNCURL: reduces every moe site to D experts for the task (router logits and top-1 counts\n"
+                       "over N windows of the task text, affinity (1 + cos)/2, spectral clustering, hidden units\n"
+                       "aligned by the Hungarian algorithm, frequency-weighted merge, router re-initialised).\n"
+                       "--method frequency keeps the D most used experts. Then re-train the router and fine-tune:\n"
+                       "  ladle train ... model.ffn=... moe.experts=D train.init=OUT.h5 train.only=router\n");
+            free(task);
+            return 0;
+        }
+        if (!strcmp(a, "-o") || !strcmp(a, "--output")) { out = need_value(argc, argv, &i); in_task = 0; }
+        else if (!strcmp(a, "--experts")) { experts = (int)parse_long(a, need_value(argc, argv, &i), -1000000); in_task = 0; }
+        else if (!strcmp(a, "--windows")) { windows = (int)parse_long(a, need_value(argc, argv, &i), 1); in_task = 0; }
+        else if (!strcmp(a, "--method")) {
+            const char *v = need_value(argc, argv, &i);
+            in_task = 0;
+            if (!strcmp(v, "uncurl")) method = LADLE_PRUNE_UNCURL;
+            else if (!strcmp(v, "frequency")) method = LADLE_PRUNE_FREQUENCY;
+            else ladle_usage_error("prune: --method '%s': expected uncurl or frequency", v);
+        } else if (!strcmp(a, "--task")) in_task = 1;
+        else if (a[0] == '-') ladle_usage_error("prune: unknown option '%s'", a);
+        else if (in_task) task[n_task++] = argv[i];
+        else if (!in) in = a;
+        else ladle_usage_error("prune: unexpected argument '%s'", a);
+    }
+    if (!in || !out || n_task == 0 || experts == 0)
+        ladle_usage_error("prune: usage: ladle prune MODEL.h5 --task FILE... --experts D -o OUT.h5");
+    uint8_t **docs = NULL;
+    size_t *lens = NULL;
+    ladle_read_examples(task, n_task, &docs, &lens);
+    ladle_prune_model(in, out, (const uint8_t *const *)docs, lens, (size_t)n_task, experts, method, windows,
+                      MPI_COMM_WORLD);
+    for (int i = 0; i < n_task; i++) free(docs[i]);
+    free(docs);
+    free(lens);
+    free(task);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0);
@@ -561,6 +612,7 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "generate")) rc = cmd_generate(argc - 2, argv + 2);
     else if (!strcmp(cmd, "instantiate")) rc = cmd_instantiate(argc - 2, argv + 2);
     else if (!strcmp(cmd, "fit-weights")) rc = cmd_fit_weights(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "prune")) rc = cmd_prune(argc - 2, argv + 2);
     else if (!strcmp(cmd, "inspect")) rc = cmd_inspect(argc - 2, argv + 2);
     else if (!strcmp(cmd, "keys")) {
         if (world_rank() == 0) ladle_config_print_keys(stdout);

@@ -32,7 +32,7 @@ void ladle_adamw_update(const ladle_tensor *tensors, int n_tensors, const ladle_
         const ladle_tensor *tensor = &tensors[ti];
         size_t a = tensor->offset > lo ? tensor->offset : lo;
         size_t b = tensor->offset + tensor->size < hi ? tensor->offset + tensor->size : hi;
-        if (a >= b) continue;
+        if (a >= b || tensor->frozen) continue;
         const float decay = tensor->decay ? 1.0f - lr * cfg->weight_decay : 1.0f;
 #pragma omp simd
         for (size_t j = a - lo; j < b - lo; j++) {

@@ -323,13 +323,14 @@ static void save_checkpoint(ladle_trainer *tr)
 
 /* Keys that fix the shape of the state: a checkpoint is refused if any differs. */
 static const char *const SHAPE_KEYS[] = {
-    "model.layers", "model.dim", "model.heads", "model.context", "soup.experts", "soup.experts_on",
-    "soup.rank", "router.hidden", "router.alpha",
+    "model.layers", "model.dim", "model.heads", "model.context", "model.ffn", "moe.experts", "smear.experts",
+    "soup.experts", "soup.experts_on", "soup.rank", "router.hidden", "router.alpha",
 };
 
 /* Compare the stored configuration with the new one: shape keys must agree (usage error
  * naming every one that differs); other changes are allowed and printed. */
-static void check_resume_config(const ladle_config *stored, const ladle_config *now, const char *path, int rank)
+static void check_resume_config(const ladle_config *stored, const ladle_config *now, const char *path, int rank,
+                                const char *verb)
 {
     char *a = ladle_config_to_text(stored), *b = ladle_config_to_text(now);
     char refused[1024] = "";
@@ -346,14 +347,14 @@ static void check_resume_config(const ladle_config *stored, const ladle_config *
             size_t used = strlen(refused);
             snprintf(refused + used, sizeof refused - used, "%s'%s' (checkpoint) vs '%s' (now)", used ? "; " : "", la, lb);
         } else if (rank == 0) {
-            printf("resume: changed setting: %s  (was: %s)\n", lb, la);
+            printf("%s: changed setting: %s  (was: %s)\n", verb, lb, la);
         }
     }
     free(a);
     free(b);
     if (refused[0])
-        ladle_usage_error("cannot resume from '%s': the model's shape differs: %s (use another run.dir, or --fresh --force)",
-                          path, refused);
+        ladle_usage_error("cannot %s from '%s': the model's shape differs: %s (use another run.dir, or --fresh --force)",
+                          verb, path, refused);
 }
 
 /* Drop metrics.jsonl lines of steps after `step`: the interrupted run logged them, the
@@ -376,6 +377,39 @@ static void truncate_metrics(const char *run_dir, long step)
     fclose(in);
     LADLE_CHECK(fclose(out) == 0, "cannot write '%s': %s", tmp, strerror(errno));
     LADLE_CHECK(rename(tmp, path) == 0, "cannot rename '%s': %s", tmp, strerror(errno));
+}
+
+/* train.init: a fresh run starts from a model file's parameters (a pruned or
+ * instantiated model, or another run's model.h5) instead of the random initialisation. */
+static void init_from_model(ladle_trainer *tr, const char *path)
+{
+    ladle_ckpt_loaded m;
+    ladle_ckpt_load(path, tr->shard.comm, &m);
+    check_resume_config(&m.cfg, &tr->cfg, path, tr->shard.rank, "initialise");
+    LADLE_CHECK(m.shard.slice == tr->shard.slice, "train.init: slices differ");
+    memcpy(tr->param_slice, m.shared_slice, tr->shard.slice * sizeof(float));
+    if (tr->soup.n > 0) {
+        if (m.soup.n != tr->soup.n) ladle_usage_error("train.init: '%s' is a %s model, not a soup of %d experts", path, m.kind, tr->soup.n);
+        memcpy(tr->soup.experts, m.soup.experts, (size_t)tr->soup.n * tr->soup.own_len * sizeof(float));
+        memcpy(tr->soup.lowrank, m.soup.lowrank, tr->soup.lowrank_size * sizeof(float));
+        memcpy(tr->router_params, m.router_params, tr->router.n_params * sizeof(float));
+    }
+    if (tr->shard.rank == 0) printf("initialised from %s (%s, step %ld)\n", path, m.kind, m.step);
+    ladle_ckpt_loaded_free(&m);
+}
+
+/* train.only = router: everything but the routing parameters of the moe/smear sites
+ * stays frozen (UNCURL re-trains a pruned model's routers first). */
+static void freeze_all_but_routers(ladle_trainer *tr)
+{
+    for (int i = 0; i < tr->model.n_tensors; i++) {
+        const char *n = tr->model.tensors[i].name;
+        int router = strstr(n, ".moe.router") || strstr(n, ".smear.ln.") || strstr(n, ".smear.router.") ||
+                     strstr(n, ".smear.default");
+        tr->model.tensors[i].frozen = !router;
+    }
+    for (int i = 0; i < 2 * tr->soup.n_sites; i++) tr->soup.lowrank_tensors[i].frozen = 1;
+    for (int i = 0; i < 4 && tr->soup.n > 0; i++) tr->router.tensors[i].frozen = 1;
 }
 
 /* The one piece of global mutable state besides MPI's: a signal handler can only reach
@@ -415,7 +449,7 @@ int ladle_train_run(const ladle_config *cfg, MPI_Comm comm)
         ladle_config stored;
         long step = 0;
         ladle_ckpt_peek(resume, comm, &stored, &step);
-        check_resume_config(&stored, cfg, resume, tr.shard.rank);
+        check_resume_config(&stored, cfg, resume, tr.shard.rank, "resume");
         ladle_ckpt_state st = trainer_state(&tr);
         ladle_ckpt_restore(resume, &tr.model, &tr.shard, &st, &stored, &step);
         tr.step = step;
@@ -423,7 +457,10 @@ int ladle_train_run(const ladle_config *cfg, MPI_Comm comm)
             truncate_metrics(cfg->run_dir, step);
             printf("resuming from %s at step %ld\n", resume, step);
         }
+    } else if (cfg->init[0]) {
+        init_from_model(&tr, cfg->init);
     }
+    if (cfg->only == 1) freeze_all_but_routers(&tr);
     ladle_log_open(&tr.log, cfg->run_dir, tr.shard.rank);   /* rank 0 creates run.dir */
     MPI_CHECK(MPI_Barrier(comm));
     /* a broken MPI-IO stack shows here, with a clear message, not at the first checkpoint */

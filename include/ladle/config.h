@@ -28,6 +28,8 @@ typedef struct {
     int warmup;
     float lr, min_lr_ratio, weight_decay, beta1, beta2, eps, clip;
     long seed;
+    char init[LADLE_PATH_MAX];  /* train.init: start from this model file's parameters */
+    int only;                 /* train.only: 0 all, 1 the routers of moe/smear sites only */
     /* data and the meta-distribution of domain weights */
     char corpus[LADLE_PATH_MAX];
     int sampling;             /* data.sampling: ladle_sampling (iid | stratified) */

@@ -23,6 +23,7 @@ typedef struct {
     int shape[2];
     size_t offset, size;
     int decay;            /* 1: weight decay applies (matrices and embeddings) */
+    int frozen;           /* 1: the optimizer leaves it alone (train.only) */
     float init_std;       /* 0: constant init_value */
     float init_value;
 } ladle_tensor;

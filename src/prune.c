@@ -1,0 +1,551 @@
+/* prune: UNCURL's primitives (see prune.h and METHODS.md section 3). */
+#include "ladle/prune.h"
+#include "ladle/ckpt.h"
+#include "ladle/data.h"
+#include "ladle/model.h"
+#include "ladle/error.h"
+#include "ladle/kernels.h"
+#include "ladle/rng.h"
+
+#include <lapacke.h>
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* k-means++ seeding draws from a stream of its own. rng.h's enum ends at
+ * LADLE_STREAM_EXPERT and smear.c already uses LADLE_STREAM_EXPERT + 1, so this is the
+ * next free one (a literal here rather than a new enum entry, to keep rng.h unchanged). */
+#define PRUNE_KMEANS_STREAM ((uint64_t)LADLE_STREAM_EXPERT + 2)
+
+/* Restarts of k-means (different seedings); the lowest inertia wins. Cheap next to the
+ * rest of pruning, and with d in the tens single runs often stop in a local minimum. */
+#define KMEANS_RESTARTS 100
+#define KMEANS_MAX_ITERS 200
+
+/* ---- linear assignment ------------------------------------------------------------ */
+
+/* Minimisation of cost = -score by successive shortest augmenting paths with row
+ * potentials u and column potentials v (the O(n^3) form of the Hungarian algorithm):
+ * rows are added one at a time; each addition grows a Dijkstra-like tree over columns on
+ * reduced costs (which the potentials keep >= 0) until it reaches a free column, then flips
+ * the matching along the path. Arrays are 1-based; column 0 is a sentinel holding the row
+ * being added. */
+double ladle_hungarian(const double *score, int n, int *assign)
+{
+    if (n <= 0) return 0.0;
+    for (size_t i = 0; i < (size_t)n * n; i++)
+        LADLE_CHECK(isfinite(score[i]), "ladle_hungarian: non-finite score at (%zu, %zu)",
+                    i / (size_t)n, i % (size_t)n);
+
+    size_t n1 = (size_t)n + 1;
+    double *u = ladle_calloc(n1, sizeof(double), "hungarian u");
+    double *v = ladle_calloc(n1, sizeof(double), "hungarian v");
+    double *minv = ladle_malloc(n1 * sizeof(double), "hungarian minv");
+    int *p = ladle_calloc(n1, sizeof(int), "hungarian p");      /* row matched to column j */
+    int *way = ladle_calloc(n1, sizeof(int), "hungarian way");  /* previous column on the path */
+    char *used = ladle_malloc(n1, "hungarian used");
+
+    for (int i = 1; i <= n; i++) {
+        p[0] = i;
+        int j0 = 0;
+        for (size_t j = 0; j < n1; j++) { minv[j] = INFINITY; used[j] = 0; }
+        do {
+            used[j0] = 1;
+            int i0 = p[j0], j1 = -1;
+            double delta = INFINITY;
+            const double *row = score + (size_t)(i0 - 1) * n;
+            for (int j = 1; j <= n; j++) {
+                if (used[j]) continue;
+                double cur = -row[j - 1] - u[i0] - v[j];
+                if (cur < minv[j]) { minv[j] = cur; way[j] = j0; }
+                if (minv[j] < delta) { delta = minv[j]; j1 = j; }
+            }
+            /* Some column is always free while row i is unmatched and scores are finite. */
+            LADLE_CHECK(j1 > 0, "ladle_hungarian: no augmenting column (n = %d)", n);
+            for (int j = 0; j <= n; j++) {
+                if (used[j]) { u[p[j]] += delta; v[j] -= delta; }
+                else minv[j] -= delta;
+            }
+            j0 = j1;
+        } while (p[j0] != 0);
+        do {   /* flip the matching along the path back to the sentinel */
+            int j1 = way[j0];
+            p[j0] = p[j1];
+            j0 = j1;
+        } while (j0 != 0);
+    }
+
+    for (int j = 1; j <= n; j++) assign[p[j] - 1] = j - 1;
+    /* The total is summed from the scores themselves, not from the potentials, so that it
+     * is exactly the value of the returned assignment. */
+    double total = 0.0;
+    for (int i = 0; i < n; i++) total += score[(size_t)i * n + assign[i]];
+
+    free(u); free(v); free(minv); free(p); free(way); free(used);
+    return total;
+}
+
+/* ---- router affinity ---------------------------------------------------------------- */
+
+void ladle_router_affinity(const float *logits, size_t tokens, int z, float *affinity)
+{
+    LADLE_CHECK(z >= 1, "ladle_router_affinity: z = %d", z);
+    float *g = ladle_calloc((size_t)z * z, sizeof(float), "affinity gram");
+    /* G = H^T H; ladle_gemm's inner dimension is an int, so very long recordings are
+     * accumulated in slices of rows. */
+    const size_t slice = (size_t)INT_MAX;
+    for (size_t t0 = 0; t0 < tokens; t0 += slice) {
+        size_t rows = tokens - t0 < slice ? tokens - t0 : slice;
+        ladle_gemm(1, 0, z, z, (int)rows, 1.0f, logits + t0 * z, z, logits + t0 * z, z,
+                   t0 == 0 ? 0.0f : 1.0f, g, z);
+    }
+    for (int i = 0; i < z; i++) {
+        affinity[(size_t)i * z + i] = 1.0f;
+        for (int j = i + 1; j < z; j++) {
+            double den = sqrt((double)g[(size_t)i * z + i] * (double)g[(size_t)j * z + j]);
+            double c = den > 0 ? g[(size_t)i * z + j] / den : 0.0;
+            /* Single-precision rounding can push |cos| of parallel columns past 1. */
+            if (c > 1.0) c = 1.0;
+            if (c < -1.0) c = -1.0;
+            float a = (float)(0.5 * (1.0 + c));
+            affinity[(size_t)i * z + j] = a;
+            affinity[(size_t)j * z + i] = a;   /* mirrored, so exactly symmetric */
+        }
+    }
+    free(g);
+}
+
+/* ---- spectral clustering ------------------------------------------------------------ */
+
+static double sqdist(const double *a, const double *b, int d)
+{
+    double s = 0.0;
+    for (int k = 0; k < d; k++) { double t = a[k] - b[k]; s += t * t; }
+    return s;
+}
+
+/* Nearest centre of point x (ties: the lowest centre). */
+static int nearest(const double *x, const double *cent, int k, int d)
+{
+    int best = 0;
+    double bd = sqdist(x, cent, d);
+    for (int c = 1; c < k; c++) {
+        double t = sqdist(x, cent + (size_t)c * d, d);
+        if (t < bd) { bd = t; best = c; }
+    }
+    return best;
+}
+
+/* Index of the point a uniform u in [0, 1) selects when point i has weight w[i] >= 0
+ * (uniform over all points when every weight is 0). */
+static int weighted_pick(const double *w, int n, float u)
+{
+    double total = 0.0;
+    for (int i = 0; i < n; i++) total += w[i];
+    if (!(total > 0.0)) {
+        int i = (int)((double)u * n);
+        return i < n ? i : n - 1;
+    }
+    double target = (double)u * total, cum = 0.0;
+    int last = 0;
+    for (int i = 0; i < n; i++) {
+        if (w[i] <= 0.0) continue;
+        last = i;
+        cum += w[i];
+        if (cum > target) return i;
+    }
+    return last;   /* rounding left target at the very top */
+}
+
+/* Gives every empty cluster the point farthest from its own centre among clusters with
+ * more than one point (ties: lowest point), so no cluster is left empty. */
+static void fill_empty(const double *x, int n, int d, int k, double *cent, int *label, int *count)
+{
+    for (int c = 0; c < k; c++) {
+        if (count[c] > 0) continue;
+        int pick = -1;
+        double far = -1.0;
+        for (int i = 0; i < n; i++) {
+            if (count[label[i]] < 2) continue;
+            double t = sqdist(x + (size_t)i * d, cent + (size_t)label[i] * d, d);
+            if (t > far) { far = t; pick = i; }
+        }
+        /* k <= n guarantees a cluster with two or more points while one is empty. */
+        LADLE_CHECK(pick >= 0, "k-means: cannot fill an empty cluster (k = %d, n = %d)", k, n);
+        count[label[pick]]--;
+        label[pick] = c;
+        count[c] = 1;
+        memcpy(cent + (size_t)c * d, x + (size_t)pick * d, (size_t)d * sizeof(double));
+    }
+}
+
+/* Scratch of one k-means run over n points in d dimensions with k clusters. */
+typedef struct {
+    double *cent;   /* [k, d] centres */
+    double *w;      /* [n] squared distance to the nearest seed (k-means++) */
+    int *count;     /* [k] points per cluster */
+    int *next;      /* [n] labels of the current iteration */
+} kmeans_scratch;
+
+/* One k-means run: k-means++ seeding from restart r's counters, then Lloyd iterations
+ * until the labels stop changing. Returns the inertia; label[n] gets the clusters. */
+static double kmeans_run(const double *x, int n, int d, int k, uint64_t seed, uint64_t r,
+                         int *label, kmeans_scratch *ws)
+{
+    double *cent = ws->cent, *w = ws->w;
+    int *count = ws->count, *next = ws->next;
+
+    /* Greedy k-means++: first centre uniform; each next one is the best (lowest potential)
+     * of a few candidates drawn with probability ~ squared distance to the nearest centre
+     * so far. Counter index of candidate t of centre c: c * 64 + t. */
+    int i0 = (int)((double)ladle_rng_uniform(seed, r, PRUNE_KMEANS_STREAM, 0) * n);
+    if (i0 >= n) i0 = n - 1;
+    memcpy(cent, x + (size_t)i0 * d, (size_t)d * sizeof(double));
+    for (int i = 0; i < n; i++) w[i] = sqdist(x + (size_t)i * d, cent, d);
+    int trials = 2 + (int)log((double)k);
+    for (int c = 1; c < k; c++) {
+        int pick = -1;
+        double best_pot = INFINITY;
+        for (int t = 0; t < trials; t++) {
+            int cand = weighted_pick(w, n, ladle_rng_uniform(seed, r, PRUNE_KMEANS_STREAM, (uint64_t)c * 64 + (uint64_t)t));
+            double pot = 0.0;
+            for (int i = 0; i < n; i++) pot += fmin(w[i], sqdist(x + (size_t)i * d, x + (size_t)cand * d, d));
+            if (pot < best_pot) { best_pot = pot; pick = cand; }
+        }
+        memcpy(cent + (size_t)c * d, x + (size_t)pick * d, (size_t)d * sizeof(double));
+        for (int i = 0; i < n; i++) w[i] = fmin(w[i], sqdist(x + (size_t)i * d, cent + (size_t)c * d, d));
+    }
+
+    for (int i = 0; i < n; i++) label[i] = -1;
+    for (int it = 0; it < KMEANS_MAX_ITERS; it++) {
+        memset(count, 0, (size_t)k * sizeof(int));
+        for (int i = 0; i < n; i++) {
+            next[i] = nearest(x + (size_t)i * d, cent, k, d);
+            count[next[i]]++;
+        }
+        /* Convergence is judged after the empties are filled: a point moved into an empty
+         * cluster may return to its old one at the next assignment and be moved again,
+         * which is then a fixed point rather than a change. */
+        fill_empty(x, n, d, k, cent, next, count);
+        int changed = memcmp(next, label, (size_t)n * sizeof(int)) != 0;
+        memcpy(label, next, (size_t)n * sizeof(int));
+        memset(cent, 0, (size_t)k * d * sizeof(double));
+        for (int i = 0; i < n; i++)
+            for (int t = 0; t < d; t++) cent[(size_t)label[i] * d + t] += x[(size_t)i * d + t];
+        for (int c = 0; c < k; c++)
+            for (int t = 0; t < d; t++) cent[(size_t)c * d + t] /= count[c];
+        if (!changed) break;
+    }
+    double inertia = 0.0;
+    for (int i = 0; i < n; i++) inertia += sqdist(x + (size_t)i * d, cent + (size_t)label[i] * d, d);
+    return inertia;
+}
+
+double ladle_prune_kmeans(const double *x, int n, int dim, int k, uint64_t seed, int *labels)
+{
+    LADLE_CHECK(n >= 1 && dim >= 1 && k >= 1 && k <= n, "ladle_prune_kmeans: need 1 <= k <= n (n = %d, k = %d, dim = %d)", n, k, dim);
+    kmeans_scratch ws = {
+        .cent = ladle_malloc((size_t)k * dim * sizeof(double), "k-means centres"),
+        .w = ladle_malloc((size_t)n * sizeof(double), "k-means weights"),
+        .count = ladle_malloc((size_t)k * sizeof(int), "k-means counts"),
+        .next = ladle_malloc((size_t)n * sizeof(int), "k-means next labels"),
+    };
+    int *label = ladle_malloc((size_t)n * sizeof(int), "k-means labels");
+    int *best = ladle_malloc((size_t)n * sizeof(int), "k-means best");
+    double best_inertia = INFINITY;
+    for (int r = 0; r < KMEANS_RESTARTS; r++) {
+        double inertia = kmeans_run(x, n, dim, k, seed, (uint64_t)r, label, &ws);
+        /* strict <: among equal inertias the earliest restart wins (deterministic) */
+        if (r == 0 || inertia < best_inertia) {
+            best_inertia = inertia;
+            memcpy(best, label, (size_t)n * sizeof(int));
+        }
+    }
+
+    /* Number clusters by first appearance, so equivalent clusterings print identically. */
+    int *map = ws.count;
+    for (int c = 0; c < k; c++) map[c] = -1;
+    int next = 0;
+    for (int i = 0; i < n; i++) {
+        if (map[best[i]] < 0) map[best[i]] = next++;
+        labels[i] = map[best[i]];
+    }
+    free(ws.cent); free(ws.w); free(ws.count); free(ws.next); free(label); free(best);
+    return best_inertia;
+}
+
+void ladle_spectral_cluster(const float *affinity, int z, int d, uint64_t seed, int *labels)
+{
+    LADLE_CHECK(z >= 1 && d >= 1 && d <= z, "ladle_spectral_cluster: need 1 <= d <= z (z = %d, d = %d)", z, d);
+    if (d == 1) { for (int i = 0; i < z; i++) labels[i] = 0; return; }
+
+    size_t zz = (size_t)z * z;
+    double *lap = ladle_malloc(zz * sizeof(double), "laplacian");
+    double *dinv = ladle_malloc((size_t)z * sizeof(double), "degrees");
+    double *eval = ladle_malloc((size_t)z * sizeof(double), "eigenvalues");
+
+    /* The affinity as given, diagonal included (UNCURL's A_ii = 1): unlike NJW's A_ii = 0,
+     * the self-loop lets a lone dissimilar expert form a group of its own, which measured
+     * clearly better on planted groups with singletons. Symmetrised against rounding. */
+    for (int i = 0; i < z; i++)
+        for (int j = 0; j < z; j++) {
+            double a = 0.5 * ((double)affinity[(size_t)i * z + j] + (double)affinity[(size_t)j * z + i]);
+            LADLE_CHECK(isfinite(a) && a >= 0.0, "ladle_spectral_cluster: affinity (%d, %d) = %g is not finite and >= 0", i, j, a);
+            lap[(size_t)i * z + j] = a;
+        }
+    for (int i = 0; i < z; i++) {
+        double deg = 0.0;
+        for (int j = 0; j < z; j++) deg += lap[(size_t)i * z + j];
+        /* An expert unlike all others (degree 0) keeps its row of I: an eigenvalue-1
+         * eigenvector of its own instead of a division by zero. */
+        dinv[i] = deg > 0.0 ? 1.0 / sqrt(deg) : 0.0;
+    }
+    for (int i = 0; i < z; i++)
+        for (int j = 0; j < z; j++) {
+            double a = lap[(size_t)i * z + j];
+            lap[(size_t)i * z + j] = (i == j ? 1.0 : 0.0) - dinv[i] * a * dinv[j];
+        }
+
+    /* Eigenvalues come back ascending; eigenvector k is column k (row-major storage). */
+    lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', z, lap, z, eval);
+    LADLE_CHECK(info == 0, "LAPACKE_dsyevd failed (info = %d) on a %d x %d Laplacian", (int)info, z, z);
+
+    /* Rows of the d smallest eigenvectors, each scaled to unit length (NJW), so that the
+     * points of a cluster sit together on the sphere whatever their degree. */
+    double *x = ladle_malloc((size_t)z * d * sizeof(double), "spectral embedding");
+    for (int i = 0; i < z; i++) {
+        double s = 0.0;
+        for (int k = 0; k < d; k++) { double t = lap[(size_t)i * z + k]; x[(size_t)i * d + k] = t; s += t * t; }
+        if (s > 0.0) {
+            s = 1.0 / sqrt(s);
+            for (int k = 0; k < d; k++) x[(size_t)i * d + k] *= s;
+        }
+    }
+
+    ladle_prune_kmeans(x, z, d, d, seed, labels);
+    free(lap); free(dinv); free(eval); free(x);
+}
+
+/* ---- alignment and merging ---------------------------------------------------------- */
+
+int ladle_align_and_merge(const float *w1, const float *b1, const float *w2, const float *b2,
+                          int C, int Hd, const int *members, int m, const double *freq,
+                          float *out_w1, float *out_b1, float *out_w2, float *out_b2, int *perm)
+{
+    LADLE_CHECK(C >= 1 && Hd >= 1 && m >= 1, "ladle_align_and_merge: C = %d, Hd = %d, m = %d", C, Hd, m);
+    int ref = -1;
+    double total = 0.0;
+    for (int k = 0; k < m; k++) {
+        int e = members[k];
+        LADLE_CHECK(e >= 0, "ladle_align_and_merge: expert id %d", e);
+        for (int l = 0; l < k; l++)
+            LADLE_CHECK(members[l] != e, "ladle_align_and_merge: expert %d listed twice", e);
+        LADLE_CHECK(isfinite(freq[e]) && freq[e] >= 0.0, "ladle_align_and_merge: frequency of expert %d is %g", e, freq[e]);
+        total += freq[e];
+        if (ref < 0 || freq[e] > freq[ref] || (freq[e] == freq[ref] && e < ref)) ref = e;
+    }
+
+    size_t hc = (size_t)Hd * C, hh = (size_t)Hd * Hd;
+    const float *w1r = w1 + (size_t)ref * hc, *b1r = b1 + (size_t)ref * Hd, *w2r = w2 + (size_t)ref * hc;
+    float *s = m > 1 ? ladle_malloc(hh * sizeof(float), "alignment scores") : NULL;
+    double *sd = m > 1 ? ladle_malloc(hh * sizeof(double), "alignment scores (double)") : NULL;
+    int *assign = ladle_malloc((size_t)Hd * sizeof(int), "alignment");
+
+    memset(out_w1, 0, hc * sizeof(float));
+    memset(out_b1, 0, (size_t)Hd * sizeof(float));
+    memset(out_w2, 0, hc * sizeof(float));
+    memset(out_b2, 0, (size_t)C * sizeof(float));
+    for (int k = 0; k < m; k++) {
+        int e = members[k];
+        const float *w1e = w1 + (size_t)e * hc, *b1e = b1 + (size_t)e * Hd;
+        const float *w2e = w2 + (size_t)e * hc, *b2e = b2 + (size_t)e * C;
+        if (e == ref) {
+            for (int h = 0; h < Hd; h++) assign[h] = h;
+        } else {
+            /* S[a, b] = gain of putting e's hidden unit b at the reference's position a:
+             * its input row against w1_ref[a, :], its bias against b1_ref[a], and its output
+             * column against w2_ref[:, a]. */
+            ladle_gemm(0, 1, Hd, Hd, C, 1.0f, w1r, C, w1e, C, 0.0f, s, Hd);    /* w1_ref w1_e^T */
+            ladle_gemm(1, 0, Hd, Hd, C, 1.0f, w2r, Hd, w2e, Hd, 1.0f, s, Hd);  /* += w2_ref^T w2_e */
+            for (int a = 0; a < Hd; a++)
+                for (int b = 0; b < Hd; b++)
+                    sd[(size_t)a * Hd + b] = (double)s[(size_t)a * Hd + b] + (double)b1r[a] * b1e[b];
+            ladle_hungarian(sd, Hd, assign);
+        }
+        float alpha = total > 0.0 ? (float)(freq[e] / total) : 1.0f / (float)m;
+        for (int a = 0; a < Hd; a++) {
+            const float *src = w1e + (size_t)assign[a] * C;
+            float *dst = out_w1 + (size_t)a * C;
+            for (int c = 0; c < C; c++) dst[c] += alpha * src[c];
+            out_b1[a] += alpha * b1e[assign[a]];
+        }
+        for (int c = 0; c < C; c++) {
+            const float *src = w2e + (size_t)c * Hd;
+            float *dst = out_w2 + (size_t)c * Hd;
+            for (int a = 0; a < Hd; a++) dst[a] += alpha * src[assign[a]];
+            out_b2[c] += alpha * b2e[c];
+        }
+        if (perm) memcpy(perm + (size_t)k * Hd, assign, (size_t)Hd * sizeof(int));
+    }
+    free(s); free(sd); free(assign);
+    return ref;
+}
+
+/* ---- the UNCURL pipeline on a model file ------------------------------------------ */
+
+/* Copy every tensor the two models share by name and size (all but the pruned sites). */
+static void copy_shared_tensors(const ladle_model *from, const float *src, const ladle_model *to, float *dst)
+{
+    for (int i = 0; i < to->n_tensors; i++) {
+        const ladle_tensor *t = &to->tensors[i];
+        const ladle_tensor *s = ladle_model_tensor(from, t->name);
+        if (s && s->size == t->size) memcpy(dst + t->offset, src + s->offset, t->size * sizeof(float));
+    }
+}
+
+typedef struct { double f; int e; } usage;
+
+static int by_usage_desc(const void *a, const void *b)
+{
+    const usage *x = a, *y = b;
+    if (x->f != y->f) return x->f < y->f ? 1 : -1;
+    return x->e - y->e;
+}
+
+void ladle_prune_model(const char *in_path, const char *out_path, const uint8_t *const *docs, const size_t *lens,
+                       size_t n_docs, int D, ladle_prune_method method, int windows, MPI_Comm comm)
+{
+    int rank = 0;
+    MPI_CHECK(MPI_Comm_rank(comm, &rank));
+    ladle_ckpt_loaded m;
+    ladle_ckpt_load(in_path, comm, &m);
+    if (m.soup.n > 0) ladle_usage_error("prune: '%s' is a soup; instantiate it first", in_path);
+    const ladle_model *old = &m.model;
+    int sites = 0;
+    for (int l = 0; l < old->layers; l++) sites += old->ffn_kind[l] == LADLE_FFN_MOE;
+    if (sites == 0) ladle_usage_error("prune: '%s' has no moe sites (model.ffn = %s)", in_path, m.cfg.ffn);
+    const int Z = old->moe.Z, C = old->dim, T = old->context, Hd = 4 * C;
+    if (D < 1 || D >= Z) ladle_usage_error("prune: --experts %d: expected 1 <= D < %d (the model's moe.experts)", D, Z);
+    float *theta = ladle_ckpt_gather_theta(&m, NULL, NULL);
+
+    /* the task's text, read in fixed windows; every rank runs them all (the statistics are
+     * small, and the result is then the same everywhere) */
+    size_t total = 0;
+    for (size_t i = 0; i < n_docs; i++) total += lens[i];
+    ladle_domain task;
+    memset(&task, 0, sizeof task);
+    task.valid = ladle_malloc(total ? total : 1, "task bytes");
+    for (size_t i = 0, at = 0; i < n_docs; at += lens[i], i++) memcpy(task.valid + at, docs[i], lens[i]);
+    task.valid_bytes = total;
+    int nw = ladle_valid_windows(&task, T, windows);
+    if (nw == 0) ladle_usage_error("prune: the task text holds %zu bytes, fewer than one window of %d", total, T + 1);
+
+    /* 1. router logits and top-1 counts of every moe site over the task */
+    const size_t tokens = (size_t)nw * T;
+    float **logits = ladle_calloc((size_t)old->layers, sizeof(float *), "router logits");
+    double **freq = ladle_calloc((size_t)old->layers, sizeof(double *), "expert usage");
+    for (int l = 0; l < old->layers; l++)
+        if (old->ffn_kind[l] == LADLE_FFN_MOE) {
+            logits[l] = ladle_malloc(tokens * Z * sizeof(float), "router logits");
+            freq[l] = ladle_calloc((size_t)Z, sizeof(double), "expert usage");
+        }
+    const int chunk = 8;
+    ladle_activations acts;
+    ladle_activations_create(&acts, old, chunk);
+    uint8_t *tok = ladle_malloc((size_t)chunk * T, "tokens"), *tgt = ladle_malloc((size_t)chunk * T, "targets");
+    for (int w = 0; w < nw; w += chunk) {
+        int n = w + chunk < nw ? chunk : nw - w;
+        ladle_batch_valid(&task, T, nw, w, w + n, tok, tgt);
+        ladle_model_forward(old, theta, &acts, tok, tgt, n);
+        for (int l = 0; l < old->layers; l++) {
+            if (!logits[l]) continue;
+            memcpy(logits[l] + (size_t)w * T * Z, ladle_moe_logits(acts.moe_cache[l]), (size_t)n * T * Z * sizeof(float));
+            const int *top1 = ladle_moe_top1(acts.moe_cache[l]);
+            for (int i = 0; i < n * T; i++) freq[l][top1[i]] += 1.0;
+        }
+    }
+
+    /* 2. the pruned model: D experts per site */
+    ladle_config cfg = m.cfg;
+    cfg.moe_experts = D;
+    if (cfg.moe_top_k > D) cfg.moe_top_k = D;
+    ladle_model pruned;
+    ladle_model_create(&pruned, &cfg);
+    float *out = ladle_calloc(pruned.n_params, sizeof(float), "pruned parameters");
+    ladle_model_init_range(&pruned, out, 0, pruned.n_params, (uint64_t)cfg.seed + 1);   /* fresh routers */
+    copy_shared_tensors(old, theta, &pruned, out);
+    int *labels = ladle_malloc((size_t)Z * sizeof(int), "expert groups");
+    float *affinity = ladle_malloc((size_t)Z * Z * sizeof(float), "affinity");
+    for (int l = 0; l < old->layers; l++) {
+        if (!logits[l]) continue;
+        ladle_site_params s = ladle_site_view(old, theta, l), p = ladle_site_view(&pruned, out, l);
+        float *w1 = (float *)p.w1, *b1 = (float *)p.b1, *w2 = (float *)p.w2, *b2 = (float *)p.b2;
+        for (int e = 0; e < Z; e++) labels[e] = -1;
+        if (method == LADLE_PRUNE_FREQUENCY) {
+            /* the paper's naive baseline: keep the D most used experts, their router rows too */
+            usage *u = ladle_malloc((size_t)Z * sizeof(usage), "usage");
+            for (int e = 0; e < Z; e++) u[e] = (usage){freq[l][e], e};
+            qsort(u, (size_t)Z, sizeof(usage), by_usage_desc);
+            for (int g = 0; g < D; g++) {
+                int e = u[g].e;
+                memcpy(w1 + (size_t)g * Hd * C, s.w1 + (size_t)e * Hd * C, (size_t)Hd * C * sizeof(float));
+                memcpy(b1 + (size_t)g * Hd, s.b1 + (size_t)e * Hd, (size_t)Hd * sizeof(float));
+                memcpy(w2 + (size_t)g * C * Hd, s.w2 + (size_t)e * C * Hd, (size_t)C * Hd * sizeof(float));
+                memcpy(b2 + (size_t)g * C, s.b2 + (size_t)e * C, (size_t)C * sizeof(float));
+                memcpy((float *)p.moe_router + (size_t)g * C, s.moe_router + (size_t)e * C, (size_t)C * sizeof(float));
+                labels[e] = g;
+            }
+            free(u);
+        } else {
+            /* UNCURL: group experts whose routing agrees, merge each group onto its most used
+             * member; the router is re-initialised with D outputs (to be re-trained) */
+            ladle_router_affinity(logits[l], tokens, Z, affinity);
+            ladle_spectral_cluster(affinity, Z, D, (uint64_t)cfg.seed, labels);
+            int *members = ladle_malloc((size_t)Z * sizeof(int), "group members");
+            for (int g = 0; g < D; g++) {
+                int n = 0;
+                for (int e = 0; e < Z; e++)
+                    if (labels[e] == g) members[n++] = e;
+                ladle_align_and_merge(s.w1, s.b1, s.w2, s.b2, C, Hd, members, n, freq[l], w1 + (size_t)g * Hd * C,
+                                      b1 + (size_t)g * Hd, w2 + (size_t)g * C * Hd, b2 + (size_t)g * C, NULL);
+            }
+            free(members);
+        }
+        if (rank == 0) {
+            printf("layer %d: %d -> %d experts (%s); top-1 share per expert:", l, Z, D,
+                   method == LADLE_PRUNE_FREQUENCY ? "frequency" : "uncurl");
+            for (int e = 0; e < Z; e++)
+                if (labels[e] >= 0) printf(" e%d %.3f->g%d", e, freq[l][e] / (double)tokens, labels[e]);
+                else printf(" e%d %.3f->dropped", e, freq[l][e] / (double)tokens);
+            printf("\n");
+        }
+    }
+
+    /* 3. write it collectively, each rank its slice */
+    ladle_shard shard;
+    ladle_shard_create(&shard, pruned.n_params, comm);
+    float *slice = ladle_calloc(shard.slice, sizeof(float), "pruned slice");
+    memcpy(slice, out + shard.lo, (shard.hi - shard.lo) * sizeof(float));
+    ladle_ckpt_contents c = {
+        .kind = "dense",
+        .step = m.step,
+        .cfg = &cfg,
+        .model = &pruned,
+        .shard = &shard,
+        .state = {.shared = slice},
+        .n_domains = m.n_domains,
+        .domain_names = (const char (*)[LADLE_NAME_MAX])m.domain_names,
+        .source = in_path,
+    };
+    ladle_ckpt_save(out_path, &c);
+    if (rank == 0) printf("wrote %s: %d moe site(s) pruned to %d experts from %d task windows\n", out_path, sites, D, nw);
+
+    for (int l = 0; l < old->layers; l++) { free(logits[l]); free(freq[l]); }
+    free(logits); free(freq); free(labels); free(affinity); free(slice); free(out); free(tok); free(tgt);
+    free(task.valid); free(theta);
+    ladle_activations_free(&acts);
+    ladle_model_free(&pruned);
+    ladle_ckpt_loaded_free(&m);
+}
