@@ -86,16 +86,6 @@ cmp -s "$TMP/e1" "$TMP/e2" || { paste "$TMP/e1" "$TMP/e2" >&2; fail "instantiate
 passed=$((passed + 1))
 
 # refusals: a one-line error, exit 2, no output file
-refuse() {
-    pattern=$1
-    shift
-    "$LADLE" "$@" > "$TMP/err" 2>&1
-    rc=$?
-    [ $rc -eq 2 ] || { cat "$TMP/err" >&2; fail "expected exit 2 from '$*', got $rc"; }
-    grep -q -- "$pattern" "$TMP/err" || { cat "$TMP/err" >&2; fail "message of '$*' lacks '$pattern'"; }
-    [ ! -e "$TMP/bad.h5" ] && [ ! -e "$TMP/bad.h5.tmp" ] || fail "'$*' left a file behind"
-    passed=$((passed + 1))
-}
 refuse "unknown domain 'python' (the soup's domains: c, headers, tests)" instantiate "$SOUP" -o "$TMP/bad.h5" --weights python=1
 refuse "all weights are zero" instantiate "$SOUP" -o "$TMP/bad.h5" --weights c=0
 refuse "expected a number >= 0" instantiate "$SOUP" -o "$TMP/bad.h5" --weights c=-1

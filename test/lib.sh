@@ -29,6 +29,20 @@ run_mpi() {
     return $rc
 }
 
+# refuse PATTERN ARGS... : '$LADLE ARGS...' must fail with exit 2 and a message matching
+# PATTERN, leaving neither $TMP/bad.h5 nor $TMP/bad.h5.tmp behind; counts one in the
+# caller's $passed.
+refuse() {
+    pattern=$1
+    shift
+    "$LADLE" "$@" > "$TMP/err" 2>&1
+    rc=$?
+    [ $rc -eq 2 ] || { cat "$TMP/err" >&2; fail "expected exit 2 from '$*', got $rc"; }
+    grep -q -- "$pattern" "$TMP/err" || { cat "$TMP/err" >&2; fail "message of '$*' lacks '$pattern'"; }
+    [ ! -e "$TMP/bad.h5" ] && [ ! -e "$TMP/bad.h5.tmp" ] || fail "'$*' left a file behind"
+    passed=$((passed + 1))
+}
+
 # A small corpus of three domains built from the project's own sources.
 make_small_corpus() {
     "$LADLE" prep -o "$1" --valid-fraction 0.2 \

@@ -56,16 +56,6 @@ h5dump -d "/shared/h.0.moe.router" "$TMP/retrain/model.h5" | tail -n +3 > "$TMP/
 cmp -s "$TMP/a" "$TMP/b" && fail "train.only=router did not train the router"
 passed=$((passed + 1))
 
-refuse() {
-    pattern=$1
-    shift
-    "$LADLE" "$@" > "$TMP/err" 2>&1
-    rc=$?
-    [ $rc -eq 2 ] || { cat "$TMP/err" >&2; fail "expected exit 2 from '$*', got $rc"; }
-    grep -q -- "$pattern" "$TMP/err" || { cat "$TMP/err" >&2; fail "message of '$*' lacks '$pattern'"; }
-    [ ! -e "$TMP/bad.h5" ] && [ ! -e "$TMP/bad.h5.tmp" ] || fail "'$*' left a file behind"
-    passed=$((passed + 1))
-}
 refuse "expected 1 <= D < 4" prune "$TMP/moe/model.h5" --task "$TASK" --experts 4 -o "$TMP/bad.h5"
 refuse "expected 1 <= D < 4" prune "$TMP/moe/model.h5" --task "$TASK" --experts -1 -o "$TMP/bad.h5"
 printf 'short\n' > "$TMP/short.txt"

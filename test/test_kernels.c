@@ -16,39 +16,13 @@ static float *randn(size_t n, uint64_t stream, float scale)
     return x;
 }
 
-static float *zeros(size_t n) { return calloc(n, sizeof(float)); }
-
-static double dot(const float *a, const float *b, size_t n)
-{
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
-    return s;
-}
-
-/* A forward evaluation of J for the current inputs. */
-typedef double (*objective_fn)(void *ctx);
-
 /* Compare analytic gradient g of J w.r.t. x[0..n) with central differences.
  * Norm-wise relative error over all checked entries must be <= tol. */
-static void check_grad(const char *what, objective_fn J, void *ctx, float *x, const float *g,
+static void check_grad(const char *what, test_objective J, void *ctx, float *x, const float *g,
                        size_t n, float eps, double tol)
 {
-    double num = 0, den = 0, worst = 0;
-    size_t stride = n > 400 ? n / 400 : 1;   /* at most ~400 probes per tensor */
-    for (size_t i = 0; i < n; i += stride) {
-        float saved = x[i];
-        x[i] = saved + eps;
-        double jp = J(ctx);
-        x[i] = saved - eps;
-        double jm = J(ctx);
-        x[i] = saved;
-        double fd = (jp - jm) / (2.0 * eps);
-        num += (fd - g[i]) * (fd - g[i]);
-        den += fd * fd;
-        double e = fabs(fd - g[i]);
-        if (e > worst) worst = e;
-    }
-    double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    double worst, den;
+    double rel = test_fd_rel_error(J, ctx, x, g, n, eps, &worst, &den);
     EXPECT(&counts, rel <= tol, "%s: finite-difference rel. error %.3g > %.3g (worst abs %.3g)", what, rel, tol, worst);
     EXPECT(&counts, den > 0, "%s: gradient is identically zero, the check is vacuous", what);
     printf("  %-28s rel. error %.2e\n", what, rel);
@@ -90,7 +64,7 @@ static double matmul_J(void *p)
 {
     matmul_ctx *c = p;
     matmul_forward(c->out, c->inp, c->w, c->b, c->N, c->C, c->OC);
-    return dot(c->out, c->r, (size_t)c->N * c->OC);
+    return test_dot(c->out, c->r, (size_t)c->N * c->OC);
 }
 
 static void test_matmul(void)
@@ -100,8 +74,8 @@ static void test_matmul(void)
     c.w = randn((size_t)c.OC * c.C, 11, 1);
     c.b = randn((size_t)c.OC, 12, 1);
     c.r = randn((size_t)c.N * c.OC, 13, 1);
-    c.out = zeros((size_t)c.N * c.OC);
-    float *dinp = zeros((size_t)c.N * c.C), *dw = zeros((size_t)c.OC * c.C), *db = zeros((size_t)c.OC);
+    c.out = test_zeros((size_t)c.N * c.OC);
+    float *dinp = test_zeros((size_t)c.N * c.C), *dw = test_zeros((size_t)c.OC * c.C), *db = test_zeros((size_t)c.OC);
     matmul_forward(c.out, c.inp, c.w, c.b, c.N, c.C, c.OC);
     matmul_backward(dinp, dw, db, c.r, c.inp, c.w, c.N, c.C, c.OC);
     check_grad("matmul d(input)", matmul_J, &c, c.inp, dinp, (size_t)c.N * c.C, 1e-2f, 1e-4);
@@ -122,7 +96,7 @@ static double ln_J(void *p)
 {
     ln_ctx *c = p;
     layernorm_forward(c->out, c->mean, c->rstd, c->inp, c->w, c->b, c->N, c->C);
-    return dot(c->out, c->r, (size_t)c->N * c->C);
+    return test_dot(c->out, c->r, (size_t)c->N * c->C);
 }
 
 static void test_layernorm(void)
@@ -133,8 +107,8 @@ static void test_layernorm(void)
     c.w = randn((size_t)c.C, 21, 1);
     c.b = randn((size_t)c.C, 22, 1);
     c.r = randn(nc, 23, 1);
-    c.out = zeros(nc); c.mean = zeros((size_t)c.N); c.rstd = zeros((size_t)c.N);
-    float *dinp = zeros(nc), *dw = zeros((size_t)c.C), *db = zeros((size_t)c.C);
+    c.out = test_zeros(nc); c.mean = test_zeros((size_t)c.N); c.rstd = test_zeros((size_t)c.N);
+    float *dinp = test_zeros(nc), *dw = test_zeros((size_t)c.C), *db = test_zeros((size_t)c.C);
     ln_J(&c);
     layernorm_backward(dinp, dw, db, c.r, c.inp, c.w, c.mean, c.rstd, c.N, c.C);
     check_grad("layernorm d(input)", ln_J, &c, c.inp, dinp, nc, 1e-2f, 2e-4);
@@ -152,7 +126,7 @@ static double att_J(void *p)
 {
     att_ctx *c = p;
     attention_forward(c->out, c->att, c->qkv, c->B, c->T, c->C, c->NH);
-    return dot(c->out, c->r, (size_t)c->B * c->T * c->C);
+    return test_dot(c->out, c->r, (size_t)c->B * c->T * c->C);
 }
 
 static void test_attention(void)
@@ -160,10 +134,10 @@ static void test_attention(void)
     att_ctx c = {2, 6, 8, 2, NULL, NULL, NULL, NULL};
     size_t nqkv = (size_t)c.B * c.T * 3 * c.C, nout = (size_t)c.B * c.T * c.C;
     c.qkv = randn(nqkv, 30, 1);
-    c.att = zeros((size_t)c.B * c.NH * c.T * c.T);
-    c.out = zeros(nout);
+    c.att = test_zeros((size_t)c.B * c.NH * c.T * c.T);
+    c.out = test_zeros(nout);
     c.r = randn(nout, 31, 1);
-    float *dqkv = zeros(nqkv), *scratch = zeros((size_t)c.T * c.T);
+    float *dqkv = test_zeros(nqkv), *scratch = test_zeros((size_t)c.T * c.T);
     att_J(&c);
     attention_backward(dqkv, scratch, c.r, c.qkv, c.att, c.B, c.T, c.C, c.NH);
     check_grad("attention d(qkv)", att_J, &c, c.qkv, dqkv, nqkv, 1e-2f, 2e-4);
@@ -187,13 +161,13 @@ static double gelu_J(void *p)
 {
     gelu_ctx *c = p;
     gelu_forward(c->out, c->inp, c->n);
-    return dot(c->out, c->r, c->n);
+    return test_dot(c->out, c->r, c->n);
 }
 
 static void test_gelu(void)
 {
-    gelu_ctx c = {64, randn(64, 40, 2), zeros(64), randn(64, 41, 1)};
-    float *dinp = zeros(c.n);
+    gelu_ctx c = {64, randn(64, 40, 2), test_zeros(64), randn(64, 41, 1)};
+    float *dinp = test_zeros(c.n);
     gelu_backward(dinp, c.inp, c.r, c.n);
     check_grad("gelu d(input)", gelu_J, &c, c.inp, dinp, c.n, 1e-2f, 1e-4);
     /* GELU(0) = 0, GELU(x) ~ x for large x */
@@ -213,9 +187,9 @@ static double ce_J(void *p)
 
 static void test_crossentropy(void)
 {
-    ce_ctx c = {4, 256, randn(4 * 256, 50, 2), zeros(4 * 256), zeros(4), malloc(4)};
+    ce_ctx c = {4, 256, randn(4 * 256, 50, 2), test_zeros(4 * 256), test_zeros(4), malloc(4)};
     for (int i = 0; i < c.N; i++) c.targets[i] = (uint8_t)(17 * i + 3);
-    float *dlogits = zeros((size_t)c.N * c.V);
+    float *dlogits = test_zeros((size_t)c.N * c.V);
     double loss = ce_J(&c);
     crossentropy_backward(dlogits, c.probs, c.targets, 1.0f, c.N, c.V);
     check_grad("cross-entropy d(logits)", ce_J, &c, c.logits, dlogits, (size_t)c.N * c.V, 1e-2f, 1e-3);
@@ -237,14 +211,14 @@ static double enc_J(void *p)
 {
     enc_ctx *c = p;
     encoder_forward(c->out, c->tokens, c->wte, c->wpe, c->B, c->T, c->C);
-    return dot(c->out, c->r, (size_t)c->B * c->T * c->C);
+    return test_dot(c->out, c->r, (size_t)c->B * c->T * c->C);
 }
 
 static void test_encoder(void)
 {
-    enc_ctx c = {2, 5, 4, malloc(10), randn(256 * 4, 60, 1), randn(5 * 4, 61, 1), zeros(40), randn(40, 62, 1)};
+    enc_ctx c = {2, 5, 4, malloc(10), randn(256 * 4, 60, 1), randn(5 * 4, 61, 1), test_zeros(40), randn(40, 62, 1)};
     for (int i = 0; i < 10; i++) c.tokens[i] = (uint8_t)(i % 3 == 0 ? 65 : 66 + i);  /* repeats */
-    float *dwte = zeros(256 * 4), *dwpe = zeros(20);
+    float *dwte = test_zeros(256 * 4), *dwpe = test_zeros(20);
     enc_J(&c);
     encoder_backward(dwte, dwpe, c.r, c.tokens, c.B, c.T, c.C);
     check_grad("encoder d(wte)", enc_J, &c, c.wte + 65 * 4, dwte + 65 * 4, 16 * 4, 1e-2f, 1e-4);

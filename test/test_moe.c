@@ -48,15 +48,6 @@ static float *randn(size_t n, uint64_t seed, uint64_t step, float scale)
     return x;
 }
 
-static float *zeros(size_t n) { return calloc(n, sizeof(float)); }
-
-static double dot(const float *a, const float *b, size_t n)
-{
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
-    return s;
-}
-
 /* ---- one layer instance ----------------------------------------------------------- */
 
 typedef struct {
@@ -151,7 +142,7 @@ static void layer_init(layer *L, int B, int T, int C, int Z, int k, float cf, fl
     L->w2 = randn(nW(L), seed, 6, 1.0f / sqrtf((float)L->H));
     L->b2 = randn(nB2(L), seed, 7, 0.3f);
     L->r = randn(nI(L), seed, 8, 1.0f);
-    L->out = zeros(nI(L));
+    L->out = test_zeros(nI(L));
     plant(L, perm, seed);
     L->cache = ladle_moe_cache_create(B * T, C, &L->dims);
 }
@@ -301,35 +292,23 @@ static void route_all(const layer *L, int *route)
     free(p);
 }
 
-static double layer_J(layer *L)
+static double layer_J(void *ctx)
 {
+    layer *L = ctx;
     layer_forward(L);
     const int N = L->B * L->T, k = L->dims.top_k;
     int *route = malloc((size_t)N * k * sizeof(int));
     route_all(L, route);
     L->reroutes += memcmp(route, L->route0, (size_t)N * k * sizeof(int)) != 0;
     free(route);
-    return dot(L->out, L->r, nI(L)) + (double)L->aux_w * L->aux;
+    return test_dot(L->out, L->r, nI(L)) + (double)L->aux_w * L->aux;
 }
 
 static void check_grad(const char *cfg, const char *what, layer *L, float *x, const float *g, size_t n,
                        float eps, double tol)
 {
-    double num = 0, den = 0, worst = 0;
-    size_t stride = n > 400 ? n / 400 : 1;   /* at most ~400 probes per tensor */
-    for (size_t i = 0; i < n; i += stride) {
-        float saved = x[i];
-        x[i] = saved + eps;
-        double jp = layer_J(L);
-        x[i] = saved - eps;
-        double jm = layer_J(L);
-        x[i] = saved;
-        double fd = (jp - jm) / (2.0 * eps);
-        num += (fd - g[i]) * (fd - g[i]);
-        den += fd * fd;
-        worst = fmax(worst, fabs(fd - g[i]));
-    }
-    double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    double worst, den;
+    double rel = test_fd_rel_error(layer_J, L, x, g, n, eps, &worst, &den);
     EXPECT(&counts, rel <= tol, "%s %s: finite-difference rel. error %.3g > %.3g (worst abs %.3g)", cfg, what, rel,
            tol, worst);
     EXPECT(&counts, den > 0, "%s %s: gradient is identically zero, the check is vacuous", cfg, what);
@@ -351,8 +330,8 @@ static void test_fd(int Z, int k, float cf, uint64_t seed)
     if (cf > 0) EXPECT(&counts, dropped > 0, "%s: no pair dropped, capacity untested", cfg);
     free(ref); free(top1);
 
-    float *dinp = zeros(nI(&L)), *drouter = zeros(nR(&L)), *dw1 = zeros(nW(&L)), *db1 = zeros(nB1(&L));
-    float *dw2 = zeros(nW(&L)), *db2 = zeros(nB2(&L));
+    float *dinp = test_zeros(nI(&L)), *drouter = test_zeros(nR(&L)), *dw1 = test_zeros(nW(&L));
+    float *db1 = test_zeros(nB1(&L)), *dw2 = test_zeros(nW(&L)), *db2 = test_zeros(nB2(&L));
     layer_forward(&L);
     moe_backward(dinp, drouter, dw1, db1, dw2, db2, L.r, L.cache, L.inp, L.router, L.w1, L.b1, L.w2, L.b2, L.B,
                  L.T, L.C, &L.dims, L.aux_w);
@@ -367,9 +346,9 @@ static void test_fd(int Z, int k, float cf, uint64_t seed)
     EXPECT(&counts, L.reroutes == 0, "%s: %ld finite-difference evaluations changed the routing", cfg, L.reroutes);
 
     /* The aux loss alone (dout = 0): only the router path, exercised on its own. */
-    float *z = zeros(nI(&L));
-    float *ainp = zeros(nI(&L)), *arouter = zeros(nR(&L)), *junk1 = zeros(nW(&L)), *junk2 = zeros(nB1(&L));
-    float *junk3 = zeros(nW(&L)), *junk4 = zeros(nB2(&L));
+    float *z = test_zeros(nI(&L));
+    float *ainp = test_zeros(nI(&L)), *arouter = test_zeros(nR(&L)), *junk1 = test_zeros(nW(&L));
+    float *junk2 = test_zeros(nB1(&L)), *junk3 = test_zeros(nW(&L)), *junk4 = test_zeros(nB2(&L));
     layer_forward(&L);
     moe_backward(ainp, arouter, junk1, junk2, junk3, junk4, z, L.cache, L.inp, L.router, L.w1, L.b1, L.w2, L.b2,
                  L.B, L.T, L.C, &L.dims, 1.0f);
@@ -424,8 +403,8 @@ static void test_dropping(int k, float cf)
     EXPECT(&counts, dropped == B * k * (T - cap), "dropping k=%d cf=%g: naive dropped %d", k, (double)cf, dropped);
     /* dropped tokens still get a gradient through the router (and the aux loss), none
      * through the experts: dw1 stays zero on the experts nobody picked */
-    float *dinp = zeros(nI(&L)), *drouter = zeros(nR(&L)), *dw1 = zeros(nW(&L)), *db1 = zeros(nB1(&L));
-    float *dw2 = zeros(nW(&L)), *db2 = zeros(nB2(&L));
+    float *dinp = test_zeros(nI(&L)), *drouter = test_zeros(nR(&L)), *dw1 = test_zeros(nW(&L));
+    float *db1 = test_zeros(nB1(&L)), *dw2 = test_zeros(nW(&L)), *db2 = test_zeros(nB2(&L));
     moe_backward(dinp, drouter, dw1, db1, dw2, db2, L.r, L.cache, L.inp, L.router, L.w1, L.b1, L.w2, L.b2, B, T, C,
                  &L.dims, 0.01f);
     double unused = 0, used = 0;
@@ -450,14 +429,15 @@ static void test_invariance(int Z, int k, float cf)
     layer L;
     layer_init(&L, B, T, C, Z, k, cf, 0.0f, 21, NULL);
     double aux = layer_forward(&L);
-    float *dinp = zeros(nI(&L)), *drouter = zeros(nR(&L)), *dw1 = zeros(nW(&L)), *db1 = zeros(nB1(&L));
-    float *dw2 = zeros(nW(&L)), *db2 = zeros(nB2(&L));
+    float *dinp = test_zeros(nI(&L)), *drouter = test_zeros(nR(&L)), *dw1 = test_zeros(nW(&L));
+    float *db1 = test_zeros(nB1(&L)), *dw2 = test_zeros(nW(&L)), *db2 = test_zeros(nB2(&L));
     moe_backward(dinp, drouter, dw1, db1, dw2, db2, L.r, L.cache, L.inp, L.router, L.w1, L.b1, L.w2, L.b2, B, T, C,
                  &L.dims, 0.3f);
     /* each sequence alone, through a cache sized for one sequence */
     ladle_moe_cache *one = ladle_moe_cache_create(T, C, &L.dims);
-    float *o = zeros((size_t)T * C), *d1 = zeros((size_t)T * C);
-    float *sr = zeros(nR(&L)), *s1 = zeros(nW(&L)), *sb1 = zeros(nB1(&L)), *s2 = zeros(nW(&L)), *sb2 = zeros(nB2(&L));
+    float *o = test_zeros((size_t)T * C), *d1 = test_zeros((size_t)T * C);
+    float *sr = test_zeros(nR(&L)), *s1 = test_zeros(nW(&L)), *sb1 = test_zeros(nB1(&L));
+    float *s2 = test_zeros(nW(&L)), *sb2 = test_zeros(nB2(&L));
     double aux_sum = 0, out_worst = 0, dinp_worst = 0, par_worst = 0;
     int bitwise = 1;
     for (int b = 0; b < B; b++) {
@@ -497,7 +477,8 @@ static void test_accumulate(void)
     layer L;
     layer_init(&L, 2, 6, 8, 4, 2, 1.0f, 0.0f, 31, NULL);
     layer_forward(&L);
-    float *g[6] = {zeros(nI(&L)), zeros(nR(&L)), zeros(nW(&L)), zeros(nB1(&L)), zeros(nW(&L)), zeros(nB2(&L))};
+    float *g[6] = {test_zeros(nI(&L)), test_zeros(nR(&L)), test_zeros(nW(&L)),
+                   test_zeros(nB1(&L)), test_zeros(nW(&L)), test_zeros(nB2(&L))};
     size_t n[6] = {nI(&L), nR(&L), nW(&L), nB1(&L), nW(&L), nB2(&L)};
     float *once[6];
     moe_backward(g[0], g[1], g[2], g[3], g[4], g[5], L.r, L.cache, L.inp, L.router, L.w1, L.b1, L.w2, L.b2, L.B, L.T,
@@ -563,11 +544,13 @@ static int dump(const char *dir, int B, int T, int C, int Z, int k, float cf, fl
     double *ref = malloc(nI(&L) * sizeof(double));
     int *top1 = malloc((size_t)N * sizeof(int)), dropped;
     naive_forward(&L, ref, top1, &dropped);
-    float *g[6] = {zeros(nI(&L)), zeros(nR(&L)), zeros(nW(&L)), zeros(nB1(&L)), zeros(nW(&L)), zeros(nB2(&L))};
+    float *g[6] = {test_zeros(nI(&L)), test_zeros(nR(&L)), test_zeros(nW(&L)),
+                   test_zeros(nB1(&L)), test_zeros(nW(&L)), test_zeros(nB2(&L))};
     moe_backward(g[0], g[1], g[2], g[3], g[4], g[5], L.r, L.cache, L.inp, L.router, L.w1, L.b1, L.w2, L.b2, B, T, C,
                  &L.dims, aux_scale);
-    float *a[6] = {zeros(nI(&L)), zeros(nR(&L)), zeros(nW(&L)), zeros(nB1(&L)), zeros(nW(&L)), zeros(nB2(&L))};
-    float *z = zeros(nI(&L));
+    float *a[6] = {test_zeros(nI(&L)), test_zeros(nR(&L)), test_zeros(nW(&L)),
+                   test_zeros(nB1(&L)), test_zeros(nW(&L)), test_zeros(nB2(&L))};
+    float *z = test_zeros(nI(&L));
     moe_backward(a[0], a[1], a[2], a[3], a[4], a[5], z, L.cache, L.inp, L.router, L.w1, L.b1, L.w2, L.b2, B, T, C,
                  &L.dims, 1.0f);
 

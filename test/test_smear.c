@@ -28,15 +28,6 @@ static float *randn(size_t n, uint64_t stream, float mean, float scale)
     return x;
 }
 
-static float *zeros(size_t n) { return calloc(n, sizeof(float)); }
-
-static double dot(const float *a, const float *b, size_t n)
-{
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
-    return s;
-}
-
 /* ---- one layer instance: sizes, parameters, gradients ----------------------------- */
 
 typedef struct {
@@ -74,11 +65,12 @@ static void layer_create(layer *L, int B, int T, int C, int N, int S, int tag, f
     L->w2 = randn(nhc, seed + 9, 0, 1.0f / sqrtf((float)L->H));
     L->b2 = randn((size_t)N * C, seed + 10, 0, 0.3f);
     L->r = randn(btc, seed + 11, 0, 1);
-    L->out = zeros(btc);
-    L->dinp = zeros(btc);
-    L->dln_w = zeros((size_t)C); L->dln_b = zeros((size_t)C);
-    L->dw = zeros((size_t)N * C); L->dg = zeros((size_t)N * C); L->ddl = zeros((size_t)N);
-    L->dw1 = zeros(nhc); L->db1 = zeros((size_t)N * L->H); L->dw2 = zeros(nhc); L->db2 = zeros((size_t)N * C);
+    L->out = test_zeros(btc);
+    L->dinp = test_zeros(btc);
+    L->dln_w = test_zeros((size_t)C); L->dln_b = test_zeros((size_t)C);
+    L->dw = test_zeros((size_t)N * C); L->dg = test_zeros((size_t)N * C); L->ddl = test_zeros((size_t)N);
+    L->dw1 = test_zeros(nhc); L->db1 = test_zeros((size_t)N * L->H);
+    L->dw2 = test_zeros(nhc); L->db2 = test_zeros((size_t)N * C);
     L->cache = ladle_smear_cache_create(B, T, C, &L->dims);
 }
 
@@ -126,32 +118,21 @@ static void backward(layer *L)
                    L->dims.tag ? NULL : &rt, L->w1, L->b1, L->w2, L->b2, L->B, L->T, L->C, &L->dims);
 }
 
-static double layer_J(layer *L)
+static double layer_J(void *ctx)
 {
+    layer *L = ctx;
     forward(L);
-    return dot(L->out, L->r, (size_t)L->B * L->T * L->C);
+    return test_dot(L->out, L->r, (size_t)L->B * L->T * L->C);
 }
 
-/* ---- finite differences (as in test_kernels.c) ------------------------------------- */
+/* ---- finite differences (test_fd_rel_error, testutil.h) ---------------------------- */
 
 static double worst_fd = 0;
 
 static void check_grad(const char *what, layer *L, float *x, const float *g, size_t n, float eps, double tol)
 {
-    double num = 0, den = 0;
-    size_t stride = n > 400 ? n / 400 : 1;   /* at most ~400 probes per tensor */
-    for (size_t i = 0; i < n; i += stride) {
-        float saved = x[i];
-        x[i] = saved + eps;
-        double jp = layer_J(L);
-        x[i] = saved - eps;
-        double jm = layer_J(L);
-        x[i] = saved;
-        double fd = (jp - jm) / (2.0 * eps);
-        num += (fd - g[i]) * (fd - g[i]);
-        den += fd * fd;
-    }
-    double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    double den;
+    double rel = test_fd_rel_error(layer_J, L, x, g, n, eps, NULL, &den);
     EXPECT(&counts, rel <= tol, "%s: finite-difference rel. error %.3g > %.3g", what, rel, tol);
     EXPECT(&counts, den > 0, "%s: gradient is identically zero, the check is vacuous", what);
     if (rel > worst_fd) worst_fd = rel;
