@@ -198,6 +198,30 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)
     }
 }
 
+/* ---- swish (SiLU): x * sigmoid(x), sigmoid(x) = 1 / (1 + exp(-x)) ------------------ */
+
+VECTOR_CLONES
+void swish_forward(float *out, const float *inp, size_t n)
+{
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = x / (1.0f + vexp(-x));
+    }
+}
+
+/* d/dx x s(x) = s (1 + x (1 - s)) */
+VECTOR_CLONES
+void swish_backward(float *dinp, const float *inp, const float *dout, size_t n)
+{
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float s = 1.0f / (1.0f + vexp(-x));
+        dinp[i] += s * (1.0f + x * (1.0f - s)) * dout[i];
+    }
+}
+
 /* ---- residual ------------------------------------------------------------------ */
 
 void residual_forward(float *out, const float *a, const float *b, size_t n)

@@ -63,7 +63,7 @@ void ladle_model_create(ladle_model *m, const ladle_config *cfg)
     char err[256];
     if (ladle_config_ffn_kinds(cfg, m->ffn_kind, err, sizeof err) != 0) ladle_usage_error("%s", err);
     m->moe = (ladle_moe_dims){cfg->moe_experts, cfg->moe_top_k, cfg->moe_capacity};
-    m->smear = (ladle_smear_dims){cfg->smear_experts, cfg->smear_segment, cfg->smear_dropout, 0};
+    m->smear = (ladle_smear_dims){.N = cfg->smear_experts, .segment = cfg->smear_segment, .dropout = cfg->smear_dropout};
     m->moe_balance = cfg->moe_balance;
     size_t max_tensors = 4;
     for (int l = 0; l < L; l++) {

@@ -3,16 +3,19 @@
  *
  * Work is done one (sequence, segment) at a time: merge the N experts into one FFN with
  * the segment's probabilities (one m = 1 GEMM over the experts per tensor), then run the
- * segment's S tokens through it (GEMM, GELU, GEMM). Every BLIS call a segment makes has
+ * segment's S tokens through it (GEMM, activation, GEMM). Every BLIS call a segment makes has
  * shapes that depend only on S, C, N, never on B or on other segments, and the router is
  * plain loops per segment, so a segment's output is bit for bit the same whatever the
  * batch around it (and a segment only ever reads the previous segment's inputs, which
  * gives causality bit for bit).
  *
- * Memory: the merged weights (8 C^2 + 5 C floats) are NOT kept per segment (B * T / S
+ * Expert shape: C -> H -> C, H = dims->hidden (0: 4 C), activation GELU (tanh) or swish
+ * (dims->swish); the cache is made for one (H, activation) and checks every call.
+ *
+ * Memory: the merged weights (2 H C + H + C floats) are NOT kept per segment (B * T / S
  * copies would dwarf the activations); backward merges them again from the cached
- * probabilities, which reproduces them exactly. Cached per token: the FFN's pre-GELU h
- * and post-GELU a (as a dense MLP caches them).
+ * probabilities, which reproduces them exactly. Cached per token: the FFN's
+ * pre-activation h and post-activation a (as a dense MLP caches them).
  *
  * Choices the header leaves open:
  *  - Expert dropout: expert i of segment s of global sequence g is dropped when
@@ -39,6 +42,7 @@
 
 struct ladle_smear_cache {
     int Bcap, T, C, N, S, nseg, tag;
+    int H, swish;               /* expert hidden width, activation (1 swish, 0 GELU) */
     int B;                      /* sequences of the last forward */
     /* per (b, s) [Bcap * nseg] rows */
     float *p;                   /* [., N] probabilities used by the merge */
@@ -50,7 +54,7 @@ struct ladle_smear_cache {
     /* router vectors, once per forward */
     float *wn, *w_rstd, *G;     /* [N, C] LN0(w), [N] its 1/std, [N, C] LN0(w) * g */
     /* per token */
-    float *h, *a;               /* [Bcap * T, H] before and after the GELU */
+    float *h, *a;               /* [Bcap * T, H] before and after the activation */
     /* scratch (backward writes it through the const cache: it is not state) */
     float *w1m, *b1m, *w2m, *b2m;
     float *dw1m, *db1m, *dw2m, *db2m;
@@ -67,13 +71,15 @@ static void check_dims(int B, int T, int C, const ladle_smear_dims *d)
     LADLE_CHECK(d->N > 0, "smear: need at least one expert, got %d", d->N);
     LADLE_CHECK(d->segment > 0 && T % d->segment == 0, "smear: segment %d does not divide T = %d", d->segment, T);
     LADLE_CHECK(d->dropout >= 0.0f && d->dropout < 1.0f, "smear: expert dropout %g not in [0, 1)", (double)d->dropout);
+    LADLE_CHECK(d->hidden >= 0, "smear: expert hidden width %d < 0", d->hidden);
+    LADLE_CHECK(d->swish == 0 || d->swish == 1, "smear: swish must be 0 or 1, got %d", d->swish);
 }
 
 ladle_smear_cache *ladle_smear_cache_create(int B, int T, int C, const ladle_smear_dims *dims)
 {
     check_dims(B, T, C, dims);
     ladle_smear_cache *c = ladle_calloc(1, sizeof *c, "smear cache");
-    const int N = dims->N, S = dims->segment, H = 4 * C;
+    const int N = dims->N, S = dims->segment, H = ladle_smear_hidden(dims, C);
     const size_t rows = (size_t)B * (T / S);
     c->Bcap = B;
     c->T = T;
@@ -82,6 +88,8 @@ ladle_smear_cache *ladle_smear_cache_create(int B, int T, int C, const ladle_sme
     c->S = S;
     c->nseg = T / S;
     c->tag = dims->tag ? 1 : 0;
+    c->H = H;
+    c->swish = dims->swish;
     c->p = ladle_malloc(rows * N * sizeof(float), "smear probabilities");
     c->q = ladle_malloc(rows * N * sizeof(float), "smear softmax");
     c->keep = ladle_malloc(rows * N, "smear dropout mask");
@@ -96,8 +104,8 @@ ladle_smear_cache *ladle_smear_cache_create(int B, int T, int C, const ladle_sme
         c->G = ladle_malloc((size_t)N * C * sizeof(float), "smear router matrix");
         c->dwn = ladle_malloc((size_t)N * C * sizeof(float), "smear dLN0(w)");
     }
-    c->h = ladle_malloc((size_t)B * T * H * sizeof(float), "smear pre-GELU");
-    c->a = ladle_malloc((size_t)B * T * H * sizeof(float), "smear post-GELU");
+    c->h = ladle_malloc((size_t)B * T * H * sizeof(float), "smear pre-activation");
+    c->a = ladle_malloc((size_t)B * T * H * sizeof(float), "smear post-activation");
     c->w1m = ladle_malloc((size_t)H * C * sizeof(float), "smear merged w1");
     c->b1m = ladle_malloc((size_t)H * sizeof(float), "smear merged b1");
     c->w2m = ladle_malloc((size_t)C * H * sizeof(float), "smear merged w2");
@@ -140,17 +148,18 @@ static void check_cache(const ladle_smear_cache *c, int B, int T, int C, const l
 {
     check_dims(B, T, C, d);
     LADLE_CHECK(B <= c->Bcap && T == c->T && C == c->C && d->N == c->N && d->segment == c->S &&
-                    (d->tag ? 1 : 0) == c->tag,
-                "smear: cache made for B <= %d, T %d, C %d, N %d, segment %d, tag %d; called with %d, %d, %d, %d, "
-                "%d, %d",
-                c->Bcap, c->T, c->C, c->N, c->S, c->tag, B, T, C, d->N, d->segment, d->tag);
+                    (d->tag ? 1 : 0) == c->tag && ladle_smear_hidden(d, C) == c->H && d->swish == c->swish,
+                "smear: cache made for B <= %d, T %d, C %d, N %d, segment %d, tag %d, hidden %d, swish %d; called "
+                "with %d, %d, %d, %d, %d, %d, %d, %d",
+                c->Bcap, c->T, c->C, c->N, c->S, c->tag, c->H, c->swish, B, T, C, d->N, d->segment, d->tag,
+                ladle_smear_hidden(d, C), d->swish);
 }
 
 /* W^(b,s) = sum_i p_i W_i for the four tensors: each a [1, N] x [N, size] product. */
 static void merge(ladle_smear_cache *c, const float *p, const float *w1, const float *b1, const float *w2,
                   const float *b2)
 {
-    const int N = c->N, C = c->C, H = 4 * C, HC = H * C;
+    const int N = c->N, C = c->C, H = c->H, HC = H * C;
     ladle_gemm(0, 0, 1, HC, N, 1.0f, p, N, w1, HC, 0.0f, c->w1m, HC);
     ladle_gemm(0, 0, 1, H, N, 1.0f, p, N, b1, H, 0.0f, c->b1m, H);
     ladle_gemm(0, 0, 1, HC, N, 1.0f, p, N, w2, HC, 0.0f, c->w2m, HC);
@@ -219,7 +228,7 @@ void smear_forward(float *out, ladle_smear_cache *cache, const float *inp, const
 {
     ladle_smear_cache *c = cache;
     check_cache(c, B, T, C, dims);
-    const int N = c->N, S = c->S, nseg = c->nseg, H = 4 * C;
+    const int N = c->N, S = c->S, nseg = c->nseg, H = c->H;
     const size_t rows = (size_t)B * nseg;
     c->B = B;
     if (c->tag) {
@@ -271,7 +280,10 @@ void smear_forward(float *out, ladle_smear_cache *cache, const float *inp, const
             size_t t0 = (size_t)b * T + (size_t)s * S;
             float *h = c->h + t0 * H, *a = c->a + t0 * H;
             matmul_forward(h, inp + t0 * C, c->w1m, c->b1m, S, C, H);
-            gelu_forward(a, h, (size_t)S * H);
+            if (c->swish)
+                swish_forward(a, h, (size_t)S * H);
+            else
+                gelu_forward(a, h, (size_t)S * H);
             matmul_forward(out + t0 * C, a, c->w2m, c->b2m, S, H, C);
         }
 }
@@ -285,7 +297,7 @@ void smear_backward(float *dinp, ladle_smear_router_grads *drouter, float *dw1, 
     ladle_smear_cache *c = (ladle_smear_cache *)cache;
     check_cache(c, B, T, C, dims);
     LADLE_CHECK(B == c->B, "smear: backward for B = %d after a forward of B = %d", B, c->B);
-    const int N = c->N, S = c->S, nseg = c->nseg, H = 4 * C, HC = H * C;
+    const int N = c->N, S = c->S, nseg = c->nseg, H = c->H, HC = H * C;
     if (!c->tag) {
         LADLE_CHECK(router != NULL && drouter != NULL, "smear: router parameters or gradients missing");
         memset(c->dwn, 0, (size_t)N * C * sizeof(float));
@@ -297,7 +309,7 @@ void smear_backward(float *dinp, ladle_smear_router_grads *drouter, float *dw1, 
             const float *p = c->p + row * N;
             merge(c, p, w1, b1, w2, b2);
 
-            /* the FFN with the merged weights: out = gelu(x W1^T + b1) W2^T + b2 */
+            /* the FFN with the merged weights: out = act(x W1^T + b1) W2^T + b2 */
             const float *dy = dout + t0 * C, *x = inp + t0 * C, *h = c->h + t0 * H, *a = c->a + t0 * H;
             memset(c->da, 0, (size_t)S * H * sizeof(float));
             memset(c->dh, 0, (size_t)S * H * sizeof(float));
@@ -306,7 +318,10 @@ void smear_backward(float *dinp, ladle_smear_router_grads *drouter, float *dw1, 
             memset(c->dw2m, 0, (size_t)HC * sizeof(float));
             memset(c->db2m, 0, (size_t)C * sizeof(float));
             matmul_backward(c->da, c->dw2m, c->db2m, dy, a, c->w2m, S, H, C);
-            gelu_backward(c->dh, h, c->da, (size_t)S * H);
+            if (c->swish)
+                swish_backward(c->dh, h, c->da, (size_t)S * H);
+            else
+                gelu_backward(c->dh, h, c->da, (size_t)S * H);
             matmul_backward(dinp + t0 * C, c->dw1m, c->db1m, c->dh, x, c->w1m, S, C, H);
 
             /* dW_i += p_i dW^(b,s): a rank-1 [N, 1] x [1, size] update per tensor */

@@ -1,9 +1,10 @@
 /* SMEAR layer (src/smear.c): finite differences of every gradient (router and tag
  * routing, with and without expert dropout), the output against a naive double-precision
- * computation, causality bit for bit, the expert dropout, per-sequence invariance.
+ * computation, causality bit for bit, the expert dropout, per-sequence invariance; for
+ * full FFN experts (H = 4C, GELU) and bottleneck adapter experts (H = 3, swish).
  *
  *   test_smear              run the checks
- *   test_smear --dump DIR   write DIR/{router,dropout,dropout-heavy,tag}: raw float32
+ *   test_smear --dump DIR   write DIR/{router,dropout,dropout-heavy,tag,adapter}: raw float32
  *                           inputs, weights, outputs and gradients + manifest.txt,
  *                           for test/torch_smear.py
  *
@@ -41,11 +42,14 @@ typedef struct {
     ladle_smear_cache *cache;
 } layer;
 
-static void layer_create(layer *L, int B, int T, int C, int N, int S, int tag, float dropout, uint64_t seed)
+/* hidden 0: full FFN experts (H = 4C); swish 0: GELU */
+static void layer_create_ex(layer *L, int B, int T, int C, int N, int S, int tag, float dropout, uint64_t seed,
+                            int hidden, int swish)
 {
     memset(L, 0, sizeof *L);
-    L->B = B; L->T = T; L->C = C; L->N = N; L->H = 4 * C; L->nseg = T / S;
-    L->dims = (ladle_smear_dims){.N = N, .segment = S, .dropout = dropout, .tag = tag};
+    L->dims = (ladle_smear_dims){
+        .N = N, .segment = S, .dropout = dropout, .tag = tag, .hidden = hidden, .swish = swish};
+    L->B = B; L->T = T; L->C = C; L->N = N; L->H = ladle_smear_hidden(&L->dims, C); L->nseg = T / S;
     L->ctx = (ladle_smear_context){.training = 0, .seed = 5, .step = 1, .first_sequence = 0, .labels = NULL};
     const size_t btc = (size_t)B * T * C, nhc = (size_t)N * L->H * C;
     L->labels = malloc((size_t)B * sizeof(int));
@@ -72,6 +76,11 @@ static void layer_create(layer *L, int B, int T, int C, int N, int S, int tag, f
     L->dw1 = test_zeros(nhc); L->db1 = test_zeros((size_t)N * L->H);
     L->dw2 = test_zeros(nhc); L->db2 = test_zeros((size_t)N * C);
     L->cache = ladle_smear_cache_create(B, T, C, &L->dims);
+}
+
+static void layer_create(layer *L, int B, int T, int C, int N, int S, int tag, float dropout, uint64_t seed)
+{
+    layer_create_ex(L, B, T, C, N, S, tag, dropout, seed, 0, 0);
 }
 
 static void layer_free(layer *L)
@@ -177,6 +186,11 @@ static double gelu_d(double x)
     return 0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
 }
 
+static double swish_d(double x)
+{
+    return x / (1.0 + exp(-x));
+}
+
 /* The layer written out per (sequence, segment) in double, from the header's description;
  * dropout from the same counters (so it also checks the index formula). */
 static void naive_forward(const layer *L, double *out, double *probs)
@@ -247,7 +261,7 @@ static void naive_forward(const layer *L, double *out, double *probs)
                         for (int c = 0; c < C; c++) e += (double)L->w1[((size_t)i * H + j) * C + c] * x[c];
                         acc += p[i] * e;   /* linear in the weights: merging = mixing outputs */
                     }
-                    hid[j] = gelu_d(acc);
+                    hid[j] = L->dims.swish ? swish_d(acc) : gelu_d(acc);
                 }
                 for (int c = 0; c < C; c++) {
                     double acc = 0;
@@ -362,13 +376,78 @@ static void test_tag(void)
     layer_free(&L);
 }
 
+/* Bottleneck adapter experts (METHODS.md section 2): C -> 3 -> C with swish. Finite
+ * differences and the naive reference for router routing (several segments, with and
+ * without expert dropout) and tag routing; the cache and parameters have the adapter's
+ * shapes; and the activation really is swish (GELU gives another output). */
+static void test_adapter(void)
+{
+    layer L;
+    layer_create_ex(&L, 2, 16, 8, 3, 4, 0, 0.0f, 1000, 3, 1);   /* 4 segments */
+    EXPECT(&counts, L.H == 3, "adapter: H = %d, want 3", L.H);
+    fd_all(&L, "adapter router", 1e-3);
+    compare_naive(&L, "adapter router naive", 2e-5);
+    const float *p = ladle_smear_probs(L.cache);
+    double spread = 0;
+    for (int i = 0; i < L.N; i++) spread = fmax(spread, fabs(p[L.N + i] - p[2 * L.N + i]));
+    EXPECT(&counts, spread > 0.05, "adapter router: segments 1 and 2 of sequence 0 routed alike (%.3g)", spread);
+    /* control: the same parameters with GELU experts give a visibly different output */
+    {
+        const size_t n = (size_t)L.B * L.T * L.C;
+        float *o = malloc(n * sizeof(float));
+        memcpy(o, L.out, n * sizeof(float));
+        ladle_smear_dims g = L.dims;
+        g.swish = 0;
+        ladle_smear_cache *gc = ladle_smear_cache_create(L.B, L.T, L.C, &g);
+        ladle_smear_router rt = router_of(&L);
+        smear_forward(L.out, gc, L.inp, &rt, L.w1, L.b1, L.w2, L.b2, L.B, L.T, L.C, &g, &L.ctx);
+        double diff = 0, scale = 0;
+        for (size_t i = 0; i < n; i++) {
+            diff = fmax(diff, fabs((double)L.out[i] - o[i]));
+            scale = fmax(scale, fabs((double)o[i]));
+        }
+        EXPECT(&counts, diff > 1e-2 * scale, "adapter: swish and GELU experts agree (%.3g)", diff / scale);
+        printf("  adapter: GELU instead of swish changes the output by %.2e (rel. to max)\n", diff / scale);
+        ladle_smear_cache_free(gc);
+        free(o);
+    }
+    layer_free(&L);
+
+    layer D;
+    layer_create_ex(&D, 2, 16, 8, 4, 4, 0, 0.4f, 1100, 3, 1);
+    D.ctx.training = 1;
+    D.ctx.step = 3;
+    D.ctx.first_sequence = 7;
+    forward(&D);
+    int renormed = 0, plain = 0;
+    p = ladle_smear_probs(D.cache);
+    for (int r = 0; r < D.B * D.nseg; r++) {
+        int z = 0;
+        for (int i = 0; i < D.N; i++) z += p[r * D.N + i] == 0.0f;
+        if (z) renormed++; else plain++;
+    }
+    EXPECT(&counts, renormed > 0 && plain > 0, "adapter dropout FD: want rows with and without dropped experts (%d, %d)",
+           renormed, plain);
+    fd_all(&D, "adapter dropout", 1e-3);
+    compare_naive(&D, "adapter dropout naive", 2e-5);
+    layer_free(&D);
+
+    layer G;
+    layer_create_ex(&G, 3, 12, 8, 3, 6, 1, 0.3f, 1200, 3, 1);
+    G.ctx.training = 1;
+    fd_all(&G, "adapter tag", 1e-3);
+    compare_naive(&G, "adapter tag naive", 2e-5);
+    layer_free(&G);
+}
+
 /* Changing the input at positions > t (or only at t + 1) never changes the output at
  * positions <= t, bit for bit; and the router does read the previous segment. */
-static void test_causality(int training)
+static void test_causality(int training, int hidden, int swish)
 {
     layer L;
     const int S = 4;
-    layer_create(&L, 2, 16, 8, 3, S, 0, 0.3f, 400);
+    layer_create_ex(&L, 2, 16, 8, 3, S, 0, 0.3f, 400 + (uint64_t)hidden, hidden, swish);
+    const char *kind = hidden ? "adapter" : "FFN";
     L.ctx.training = training;
     const size_t n = (size_t)L.B * L.T * L.C, row = (size_t)L.C * sizeof(float);
     float *base = malloc(n * sizeof(float)), *inp0 = malloc(n * sizeof(float));
@@ -399,12 +478,14 @@ static void test_causality(int training)
             }
             memcpy(L.inp, inp0, n * sizeof(float));
         }
-    EXPECT(&counts, bad == 0, "causality (training %d): %d outputs at <= t changed with inputs at > t", training, bad);
+    EXPECT(&counts, bad == 0, "causality (%s, training %d): %d outputs at <= t changed with inputs at > t", kind,
+           training, bad);
     EXPECT(&counts, router_cases > 0 && router_seen == router_cases,
-           "causality (training %d): the next segment ignored its previous segment in %d of %d cases", training,
-           router_cases - router_seen, router_cases);
-    printf("  causality (training %d): %zu cut points x 2 x %d sequences bit-identical; router sensitivity %d/%d\n",
-           training, sizeof ts / sizeof ts[0], L.B, router_seen, router_cases);
+           "causality (%s, training %d): the next segment ignored its previous segment in %d of %d cases", kind,
+           training, router_cases - router_seen, router_cases);
+    printf("  causality (%s, training %d): %zu cut points x 2 x %d sequences bit-identical; router sensitivity "
+           "%d/%d\n",
+           kind, training, sizeof ts / sizeof ts[0], L.B, router_seen, router_cases);
     free(base); free(inp0);
     layer_free(&L);
 }
@@ -513,11 +594,11 @@ static void test_dropout(void)
 
 /* B sequences at once = one at a time with first_sequence offsets (dropout on):
  * outputs, probabilities and input gradients bit for bit, parameter gradients summed. */
-static void test_per_sequence(int tag)
+static void test_per_sequence(int tag, int hidden, int swish)
 {
     layer L;
     const int B = 3;
-    layer_create(&L, B, 16, 8, 3, 4, tag, 0.4f, 700);
+    layer_create_ex(&L, B, 16, 8, 3, 4, tag, 0.4f, 700, hidden, swish);
     L.ctx = (ladle_smear_context){.training = 1, .seed = 9, .step = 4, .first_sequence = 10, .labels = L.labels};
     zero_grads(&L);
     forward(&L);
@@ -528,7 +609,7 @@ static void test_per_sequence(int tag)
     int out_same = 1, probs_same = 1, dinp_same = 1;
     for (int b = 0; b < B; b++) {
         layer one;
-        layer_create(&one, 1, 16, 8, 3, 4, tag, 0.4f, 700);
+        layer_create_ex(&one, 1, 16, 8, 3, 4, tag, 0.4f, 700, hidden, swish);
         memcpy(one.inp, L.inp + b * tc, tc * sizeof(float));
         memcpy(one.r, L.r + b * tc, tc * sizeof(float));
         one.labels[0] = L.labels[b];
@@ -553,7 +634,7 @@ static void test_per_sequence(int tag)
         s_r = fmax(s_r, fmax(fabs(L.dg[k]), fabs(L.dw[k])));
     }
     for (int k = 0; k < L.N; k++) { e_r = fmax(e_r, fabs(sum_dl[k] - L.ddl[k])); s_r = fmax(s_r, fabs(L.ddl[k])); }
-    const char *mode = tag ? "tag" : "router";
+    const char *mode = hidden ? (tag ? "adapter tag" : "adapter router") : (tag ? "tag" : "router");
     EXPECT(&counts, out_same, "per-sequence (%s): outputs differ from one-at-a-time", mode);
     EXPECT(&counts, probs_same, "per-sequence (%s): probabilities differ from one-at-a-time", mode);
     EXPECT(&counts, dinp_same, "per-sequence (%s): input gradients differ from one-at-a-time", mode);
@@ -583,7 +664,7 @@ static void write_tensor(FILE *man, const char *dir, const char *name, const voi
 }
 
 static int dump_config(const char *root, const char *name, int B, int T, int C, int N, int S, int tag, int training,
-                       float dropout)
+                       float dropout, int hidden, int swish)
 {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/%s", root, name);
@@ -592,7 +673,9 @@ static int dump_config(const char *root, const char *name, int B, int T, int C, 
         return 1;
     }
     layer L;
-    layer_create(&L, B, T, C, N, S, tag, dropout, 900 + (uint64_t)tag * 10 + (uint64_t)training);
+    layer_create_ex(&L, B, T, C, N, S, tag, dropout,
+                    900 + (uint64_t)tag * 10 + (uint64_t)training + 100 * (uint64_t)swish, hidden, swish);
+    const int H = L.H;
     L.ctx = (ladle_smear_context){.training = training, .seed = 9, .step = 3, .first_sequence = 5, .labels = L.labels};
     zero_grads(&L);
     forward(&L);
@@ -606,24 +689,25 @@ static int dump_config(const char *root, const char *name, int B, int T, int C, 
     }
     fprintf(man, "B %d\nT %d\nC %d\nN %d\nsegment %d\ntag %d\ntraining %d\ndropout %.9g\n", B, T, C, N, S, tag,
             training, (double)dropout);
+    fprintf(man, "hidden %d\nswish %d\n", H, swish);
     fprintf(man, "seed %llu\nstep %llu\nfirst_sequence %ld\nstream %d\n", (unsigned long long)L.ctx.seed,
             (unsigned long long)L.ctx.step, L.ctx.first_sequence, (int)LADLE_STREAM_EXPERT + 1);
     char btc[64], nhc[64], nch[64], nh[64], nc[64], cc[64], nn[64], bsn[64], bb[64];
     snprintf(btc, sizeof btc, "%d %d %d", B, T, C);
-    snprintf(nhc, sizeof nhc, "%d %d %d", N, 4 * C, C);
-    snprintf(nch, sizeof nch, "%d %d %d", N, C, 4 * C);
-    snprintf(nh, sizeof nh, "%d %d", N, 4 * C);
+    snprintf(nhc, sizeof nhc, "%d %d %d", N, H, C);
+    snprintf(nch, sizeof nch, "%d %d %d", N, C, H);
+    snprintf(nh, sizeof nh, "%d %d", N, H);
     snprintf(nc, sizeof nc, "%d %d", N, C);
     snprintf(cc, sizeof cc, "%d", C);
     snprintf(nn, sizeof nn, "%d", N);
     snprintf(bsn, sizeof bsn, "%d %d %d", B, T / S, N);
     snprintf(bb, sizeof bb, "%d", B);
-    const size_t sz_btc = (size_t)B * T * C, sz_nhc = (size_t)N * 4 * C * C;
+    const size_t sz_btc = (size_t)B * T * C, sz_nhc = (size_t)N * H * C;
     const size_t f = sizeof(float);
     write_tensor(man, dir, "inp", L.inp, f, sz_btc, btc);
     write_tensor(man, dir, "dout", L.r, f, sz_btc, btc);
     write_tensor(man, dir, "w1", L.w1, f, sz_nhc, nhc);
-    write_tensor(man, dir, "b1", L.b1, f, (size_t)N * 4 * C, nh);
+    write_tensor(man, dir, "b1", L.b1, f, (size_t)N * H, nh);
     write_tensor(man, dir, "w2", L.w2, f, sz_nhc, nch);
     write_tensor(man, dir, "b2", L.b2, f, (size_t)N * C, nc);
     write_tensor(man, dir, "labels", L.labels, sizeof(int), (size_t)B, bb);   /* int32 */
@@ -631,7 +715,7 @@ static int dump_config(const char *root, const char *name, int B, int T, int C, 
     write_tensor(man, dir, "probs", ladle_smear_probs(L.cache), f, (size_t)B * (T / S) * N, bsn);
     write_tensor(man, dir, "d_inp", L.dinp, f, sz_btc, btc);
     write_tensor(man, dir, "d_w1", L.dw1, f, sz_nhc, nhc);
-    write_tensor(man, dir, "d_b1", L.db1, f, (size_t)N * 4 * C, nh);
+    write_tensor(man, dir, "d_b1", L.db1, f, (size_t)N * H, nh);
     write_tensor(man, dir, "d_w2", L.dw2, f, sz_nhc, nch);
     write_tensor(man, dir, "d_b2", L.db2, f, (size_t)N * C, nc);
     if (!tag) {
@@ -647,8 +731,9 @@ static int dump_config(const char *root, const char *name, int B, int T, int C, 
         write_tensor(man, dir, "d_default_logits", L.ddl, f, (size_t)N, nn);
     }
     fclose(man);
-    printf("test_smear: wrote %s (B %d, T %d, C %d, N %d, segment %d, tag %d, training %d, dropout %g)\n", dir, B, T,
-           C, N, S, tag, training, (double)dropout);
+    printf("test_smear: wrote %s (B %d, T %d, C %d, N %d, segment %d, tag %d, training %d, dropout %g, hidden %d, "
+           "swish %d)\n",
+           dir, B, T, C, N, S, tag, training, (double)dropout, H, swish);
     layer_free(&L);
     return 0;
 }
@@ -667,11 +752,13 @@ static int dump(const char *root)
         return 1;
     }
     int rc = 0;
-    rc |= dump_config(root, "router", 3, 16, 16, 4, 4, 0, 0, 0.0f);
-    rc |= dump_config(root, "dropout", 3, 16, 16, 4, 4, 0, 1, 0.4f);
+    rc |= dump_config(root, "router", 3, 16, 16, 4, 4, 0, 0, 0.0f, 0, 0);
+    rc |= dump_config(root, "dropout", 3, 16, 16, 4, 4, 0, 1, 0.4f, 0, 0);
     /* most segments lose every expert or all but one: the fallback and one-hot rows */
-    rc |= dump_config(root, "dropout-heavy", 3, 16, 8, 3, 2, 0, 1, 0.75f);
-    rc |= dump_config(root, "tag", 3, 16, 16, 4, 8, 1, 0, 0.0f);
+    rc |= dump_config(root, "dropout-heavy", 3, 16, 8, 3, 2, 0, 1, 0.75f, 0, 0);
+    rc |= dump_config(root, "tag", 3, 16, 16, 4, 8, 1, 0, 0.0f, 0, 0);
+    /* bottleneck adapter experts C -> 3 -> C with swish, router with expert dropout */
+    rc |= dump_config(root, "adapter", 3, 16, 16, 4, 4, 0, 1, 0.4f, 3, 1);
     return rc;
 }
 
@@ -688,11 +775,16 @@ int main(int argc, char **argv)
         test_router_fd();
         test_dropout_fd();
         test_tag();
-        test_causality(0);
-        test_causality(1);
+        test_causality(0, 0, 0);
+        test_causality(1, 0, 0);
         test_dropout();
-        test_per_sequence(0);
-        test_per_sequence(1);
+        test_per_sequence(0, 0, 0);
+        test_per_sequence(1, 0, 0);
+        test_adapter();
+        test_causality(0, 3, 1);
+        test_causality(1, 3, 1);
+        test_per_sequence(0, 3, 1);
+        test_per_sequence(1, 3, 1);
         printf("  worst finite-difference rel. error %.2e\n", worst_fd);
         rc = test_summary(&counts, "test_smear");
     }

@@ -3,7 +3,8 @@
 
     torch_smear.py DIR [DIR ...]
 
-Each DIR is written by `test_smear --dump ROOT` (ROOT/router, dropout, dropout-heavy, tag):
+Each DIR is written by `test_smear --dump ROOT` (ROOT/router, dropout, dropout-heavy, tag,
+adapter):
 manifest.txt plus raw little-endian float32 tensors (labels int32). The layer is written
 here from its description (include/ladle/smear.h, METHODS.md section 2), in float64 with
 stock torch ops, every input and parameter a leaf, and autograd for the gradients:
@@ -18,14 +19,17 @@ stock torch ops, every input and parameter a leaf, and autograd for the gradient
     undropped softmax. The RNG (splitmix64 finaliser chained over the four words) is
     re-implemented below;
   * tag routing: p = one-hot(label mod N);
-  * the segment's tokens go through ONE FFN, GELU (tanh) between two linear layers, with
-    w1, b1, w2, b2 the p-weighted sums of the experts'.
+  * the segment's tokens go through ONE FFN C -> H -> C, an activation between two linear
+    layers, with w1, b1, w2, b2 the p-weighted sums of the experts'. H is read off the
+    tensors' shapes (4C for full FFN experts, r for bottleneck adapters); the activation
+    is GELU (tanh) or, when the manifest says swish 1, x * torch.sigmoid(x).
 
 Checked against the C dump (relative error ||C - ref|| / ||ref|| <= 1e-4): out, the
 routing probabilities, d(inp) and the gradient of every parameter, for
 J = sum(dout * out). Controls: a 1% error in one gradient element must be flagged; a
 reference that routes on the CURRENT segment (leaking future tokens) must disagree with
-the C output; for a dropout dump, a reference without dropout must disagree too.
+the C output; for a dropout dump, a reference without dropout must disagree too; for a
+swish dump, a reference with GELU must disagree.
 
 Exit status: 0 if every check passed, 1 if any failed, 77 if torch is not importable.
 """
@@ -116,9 +120,12 @@ def keep_mask(cfg, B, nseg, N):
     return keep
 
 
-def smear(cfg, P, labels, keep, leak=False):
+def smear(cfg, P, labels, keep, leak=False, swish=None):
     """The layer in float64. P: dict of leaves. leak=True routes on the current segment
-    (a deliberately non-causal variant, for the control)."""
+    (a deliberately non-causal variant, for the control); swish overrides the manifest's
+    activation (for the control)."""
+    if swish is None:
+        swish = int(cfg.get("swish", "0"))
     inp = P["inp"]
     B, T, C = inp.shape
     N, S = int(cfg["N"]), int(cfg["segment"])
@@ -143,7 +150,7 @@ def smear(cfg, P, labels, keep, leak=False):
     W2 = torch.einsum("bsn,nch->bsch", p, P["w2"])
     B2 = torch.einsum("bsn,nc->bsc", p, P["b2"])
     h = torch.einsum("bstc,bshc->bsth", x, W1) + B1[:, :, None, :]
-    a = F.gelu(h, approximate="tanh")
+    a = h * torch.sigmoid(h) if swish else F.gelu(h, approximate="tanh")
     y = torch.einsum("bsth,bsch->bstc", a, W2) + B2[:, :, None, :]
     return y.reshape(B, T, C), p
 
@@ -154,8 +161,11 @@ def check_dir(d, checks):
     tag = int(cfg["tag"])
     B, T, C, N, S = (int(cfg[k]) for k in ("B", "T", "C", "N", "segment"))
     nseg = T // S
+    H = t["w1"].shape[1]
+    swish = int(cfg.get("swish", "0"))
     print(f"== {name}: B {B}, T {T}, C {C}, N {N}, segment {S}, tag {tag}, training {cfg['training']}, "
-          f"dropout {cfg['dropout']}")
+          f"dropout {cfg['dropout']}, hidden {H}, {'swish' if swish else 'GELU'}")
+    checks.expect(int(cfg.get("hidden", H)) == H, f"{name}: manifest hidden {cfg.get('hidden')}, w1 has H = {H}")
     checks.expect(int(cfg.get("stream", DROPOUT_STREAM)) == DROPOUT_STREAM,
                   f"{name}: dropout stream {cfg.get('stream')} in the manifest, {DROPOUT_STREAM} here")
     pnames = ["inp", "w1", "b1", "w2", "b2"] + ([] if tag else ["ln_w", "ln_b", "w", "g", "default_logits"])
@@ -202,6 +212,12 @@ def check_dir(d, checks):
         err = rel_err(t["out"], nodrop.numpy())
         checks.expect(err > TOL, f"{name}: control: no dropout agrees with C (rel. {err:.3e})")
         print(f"   control: no dropout -> rel. {err:.2e}")
+    if swish:
+        with torch.no_grad():
+            gelu, _ = smear(cfg, P, t["labels"], keep, swish=0)
+        err = rel_err(t["out"], gelu.numpy())
+        checks.expect(err > TOL, f"{name}: control: GELU instead of swish agrees with C (rel. {err:.3e})")
+        print(f"   control: GELU instead of swish -> rel. {err:.2e}")
 
 
 def main():

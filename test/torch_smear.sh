@@ -1,7 +1,8 @@
 #!/bin/sh
 # The SMEAR layer against an independent PyTorch implementation (float64, autograd):
 # test_smear --dump writes the C side (router routing without and with expert dropout,
-# heavy dropout with the all-dropped fallback, tag routing), test/torch_smear.py checks
+# heavy dropout with the all-dropped fallback, tag routing, and bottleneck adapter experts
+# C -> 3 -> C with swish under router routing with dropout), test/torch_smear.py checks
 # the output, the routing probabilities and every gradient. Negative controls, end to
 # end: a 1% error in one router-gradient element, and a dropout dump whose manifest
 # names another step (so the C side dropped experts the reference does not), must fail.
@@ -32,7 +33,7 @@ if ! "$BIN" --dump "$tmp/dump"; then
     echo "torch_smear.sh: FAIL: test_smear --dump"
     exit 1
 fi
-for name in router dropout dropout-heavy tag; do
+for name in router dropout dropout-heavy tag adapter; do
     "$PYTHON3" -u "$REF" "$tmp/dump/$name"
     rc=$?
     if [ "$rc" -ne 0 ]; then

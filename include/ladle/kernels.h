@@ -44,6 +44,10 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
 void gelu_forward(float *out, const float *inp, size_t n);
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
 
+/* swish (SiLU): x * sigmoid(x). backward accumulates (+=) like gelu_backward. */
+void swish_forward(float *out, const float *inp, size_t n);
+void swish_backward(float *dinp, const float *inp, const float *dout, size_t n);
+
 /* out = a + b */
 void residual_forward(float *out, const float *a, const float *b, size_t n);
 

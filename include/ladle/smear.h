@@ -1,7 +1,11 @@
 /* smear: SMEAR (soft merging of experts with adaptive routing) at one FFN site, causal.
  *
- * The site holds N experts, each a full FFN: w1 [N, H, C], b1 [N, H], w2 [N, C, H],
- * b2 [N, C] (H = 4C). Each sequence is cut into segments of S tokens (S divides T).
+ * The site holds N experts, each an FFN C -> H -> C: w1 [N, H, C], b1 [N, H],
+ * w2 [N, C, H], b2 [N, C], activation act between the two linear layers. By default
+ * H = 4C and act = GELU (tanh approximation): full FFN experts. With dims.hidden = r and
+ * dims.swish = 1 they are bottleneck adapters C -> r -> C with swish x * sigmoid(x)
+ * (METHODS.md section 2). The layer returns only the experts' output y; any residual is
+ * the caller's. Each sequence is cut into segments of S tokens (S divides T).
  * Segment s of sequence b is routed on the mean of the site's input x over the
  * PREVIOUS segment (positions [(s-1) S, s S)); segment 0 on learned default logits.
  * Router (from the paper's code): z = LN(mean) (LayerNorm with gain/bias [C]);
@@ -9,7 +13,8 @@
  * LayerNorm without affine parameters and g_i [C] its gain (init 1e-2); p = softmax.
  * Training only: "expert dropout" zeroes each p_i with probability `dropout` (counter
  * RNG of (seed, step, global sequence, segment, expert)) and renormalises.
- * The segment's tokens then go through ONE FFN whose parameters are sum_i p_i W_i.
+ * The segment's tokens then go through ONE expert-shaped FFN whose parameters are
+ * sum_i p_i W_i.
  * Nothing at position t depends on positions > t.
  *
  * Tag routing (the paper's metadata baseline) is the same layer with p = one-hot of
@@ -25,7 +30,15 @@ typedef struct {
     int segment;        /* tokens per routing segment; divides T */
     float dropout;      /* expert dropout probability in training */
     int tag;            /* 1: route by label (tag routing), no router */
+    int hidden;         /* expert hidden width H; 0: 4 C (full FFN experts) */
+    int swish;          /* expert activation: 0 GELU (tanh approximation), 1 swish x * sigmoid(x) */
 } ladle_smear_dims;
+
+/* The experts' hidden width H for model width C: dims->hidden, or 4 C when it is 0. */
+static inline int ladle_smear_hidden(const ladle_smear_dims *dims, int C)
+{
+    return dims->hidden > 0 ? dims->hidden : 4 * C;
+}
 
 /* Router parameters: ln_w [C], ln_b [C], w [N, C], g [N, C], default_logits [N]. */
 typedef struct {
