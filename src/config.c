@@ -33,6 +33,8 @@ static const key_spec KEYS[] = {
     KEY("model.ffn", KEY_TEXT, ffn, "dense", 0, 0, "FFN site of each layer: dense, moe (top-k tokens), smear (soft-merged experts per segment), tag (expert = domain label); one word for all layers or a comma list, one per layer"),
     KEY("smear.experts", KEY_INT, smear_experts, "4", 1, 4096, "experts at each smear/tag site"),
     KEY("smear.segment", KEY_INT, smear_segment, "32", 1, 65536, "tokens per SMEAR routing segment (must divide model.context); segment s is routed on the mean of segment s-1"),
+    CHOICE("smear.kind", smear_kind, "ffn", "ffn|adapter", "smear/tag experts: full FFNs replacing the layer's FFN, or bottleneck adapters (C -> r -> C, swish) after its attention and FFN sub-layers (the paper's placement)"),
+    KEY("smear.bottleneck", KEY_INT, smear_bottleneck, "0", 0, 65536, "adapter width r (0: model.dim / 32, at least 1)"),
     KEY("smear.dropout", KEY_FLOAT, smear_dropout, "0.1", 0, 0.99, "SMEAR expert dropout in training"),
     KEY("moe.experts", KEY_INT, moe_experts, "8", 1, 4096, "experts Z at each moe site"),
     KEY("moe.top_k", KEY_INT, moe_top_k, "1", 1, 4096, "experts per token (1 = Switch)"),

@@ -27,22 +27,41 @@ static void add_tensor(ladle_model *m, const char *name, int rows, int cols, int
 
 /* The experts of a routed site: all w1, then all b1, all w2, all b2, so each kind of
  * tensor is one contiguous [E, ...] block the site's kernels index by expert. */
-static void add_site_experts(ladle_model *m, int l, int experts, float std, float residual_std)
+static void add_experts(ladle_model *m, const char *prefix, int experts, int hidden, float std, float residual_std)
 {
     const int C = m->dim;
     char name[LADLE_TENSOR_NAME_MAX];
-    const char *kind = m->ffn_kind[l] == LADLE_FFN_MOE ? "moe" : "smear";
     for (int part = 0; part < 4; part++)
         for (int e = 0; e < experts; e++) {
             static const char *const parts[] = {"w1", "b1", "w2", "b2"};
-            snprintf(name, sizeof name, "h.%d.%s.e%d.%s", l, kind, e, parts[part]);
+            snprintf(name, sizeof name, "%s.e%d.%s", prefix, e, parts[part]);
             switch (part) {
-            case 0: add_tensor(m, name, 4 * C, C, 1, std, 0); break;
-            case 1: add_tensor(m, name, 4 * C, 0, 0, 0, 0); break;
-            case 2: add_tensor(m, name, C, 4 * C, 1, residual_std, 0); break;
+            case 0: add_tensor(m, name, hidden, C, 1, std, 0); break;
+            case 1: add_tensor(m, name, hidden, 0, 0, 0, 0); break;
+            case 2: add_tensor(m, name, C, hidden, 1, residual_std, 0); break;
             default: add_tensor(m, name, C, 0, 0, 0, 0); break;
             }
         }
+}
+
+static void add_site_experts(ladle_model *m, int l, int experts, float std, float residual_std)
+{
+    char prefix[LADLE_TENSOR_NAME_MAX];
+    snprintf(prefix, sizeof prefix, "h.%d.%s", l, m->ffn_kind[l] == LADLE_FFN_MOE ? "moe" : "smear");
+    add_experts(m, prefix, experts, 4 * m->dim, std, residual_std);
+}
+
+/* SMEAR's router (METHODS.md section 2): LayerNorm of the pooled input, per-expert vectors
+ * layer-normalised with a gain initialised at 1e-2, default logits for the first segment */
+static void add_smear_router(ladle_model *m, const char *prefix, int experts)
+{
+    const int C = m->dim;
+    char name[LADLE_TENSOR_NAME_MAX];
+    snprintf(name, sizeof name, "%s.ln.w", prefix); add_tensor(m, name, C, 0, 0, 0, 1);
+    snprintf(name, sizeof name, "%s.ln.b", prefix); add_tensor(m, name, C, 0, 0, 0, 0);
+    snprintf(name, sizeof name, "%s.router.w", prefix); add_tensor(m, name, experts, C, 0, 1.0f, 0);
+    snprintf(name, sizeof name, "%s.router.g", prefix); add_tensor(m, name, experts, C, 0, 0, 1e-2f);
+    snprintf(name, sizeof name, "%s.default", prefix); add_tensor(m, name, experts, 0, 0, 0, 0);
 }
 
 void ladle_model_create(ladle_model *m, const ladle_config *cfg)
@@ -60,15 +79,25 @@ void ladle_model_create(ladle_model *m, const ladle_config *cfg)
     m->ffn_kind = ladle_calloc((size_t)L, sizeof(int), "FFN kinds");
     m->layer_first = ladle_calloc((size_t)L, sizeof(int), "layer table");
     m->site_first = ladle_calloc((size_t)L, sizeof(int), "layer table");
+    m->adapter_kind = ladle_calloc((size_t)L, sizeof(int), "adapter kinds");
+    m->adapter_first = ladle_calloc((size_t)L, sizeof(int), "layer table");
     char err[256];
     if (ladle_config_ffn_kinds(cfg, m->ffn_kind, err, sizeof err) != 0) ladle_usage_error("%s", err);
+    /* adapters: the layer's FFN stays dense, two routed adapter sites are added */
+    m->adapter_width = cfg->smear_bottleneck > 0 ? cfg->smear_bottleneck : (C / 32 > 0 ? C / 32 : 1);
+    for (int l = 0; l < L && cfg->smear_kind == 1; l++)
+        if (m->ffn_kind[l] == LADLE_FFN_SMEAR || m->ffn_kind[l] == LADLE_FFN_TAG) {
+            m->adapter_kind[l] = m->ffn_kind[l];
+            m->ffn_kind[l] = LADLE_FFN_DENSE;
+        }
     m->moe = (ladle_moe_dims){cfg->moe_experts, cfg->moe_top_k, cfg->moe_capacity};
     m->smear = (ladle_smear_dims){.N = cfg->smear_experts, .segment = cfg->smear_segment, .dropout = cfg->smear_dropout};
     m->moe_balance = cfg->moe_balance;
     size_t max_tensors = 4;
     for (int l = 0; l < L; l++) {
         int experts = m->ffn_kind[l] == LADLE_FFN_MOE ? cfg->moe_experts : cfg->smear_experts;
-        max_tensors += 8 + 5 + (m->ffn_kind[l] == LADLE_FFN_DENSE ? 4 : 4 * (size_t)experts);
+        max_tensors += 8 + 5 + (m->ffn_kind[l] == LADLE_FFN_DENSE ? 4 : 4 * (size_t)experts) +
+                       (m->adapter_kind[l] ? 2 * (5 + 4 * (size_t)cfg->smear_experts) : 0);
     }
     m->tensors = ladle_calloc(max_tensors, sizeof(ladle_tensor), "tensor table");
     add_tensor(m, "wte", LADLE_VOCAB, C, 1, std, 0);
@@ -99,13 +128,8 @@ void ladle_model_create(ladle_model *m, const ladle_config *cfg)
             add_site_experts(m, l, cfg->moe_experts, std, residual_std);
             break;
         case LADLE_FFN_SMEAR:
-            /* the router (METHODS.md section 2): LayerNorm of the pooled input, per-expert
-             * vectors layer-normalised with a gain initialised at 1e-2, default logits */
-            LAYER_TENSOR("smear.ln.w", C, 0, 0, 0, 1);
-            LAYER_TENSOR("smear.ln.b", C, 0, 0, 0, 0);
-            LAYER_TENSOR("smear.router.w", cfg->smear_experts, C, 0, 1.0f, 0);
-            LAYER_TENSOR("smear.router.g", cfg->smear_experts, C, 0, 0, 1e-2f);
-            LAYER_TENSOR("smear.default", cfg->smear_experts, 0, 0, 0, 0);
+            snprintf(name, sizeof name, "h.%d.smear", l);
+            add_smear_router(m, name, cfg->smear_experts);
             add_site_experts(m, l, cfg->smear_experts, std, residual_std);
             break;
         default:   /* tag routing: experts only */
@@ -113,6 +137,13 @@ void ladle_model_create(ladle_model *m, const ladle_config *cfg)
             break;
         }
 #undef LAYER_TENSOR
+        /* adapter sites: h.<l>.adapter.attn.*, h.<l>.adapter.ffn.* (router unless tag) */
+        m->adapter_first[l] = m->n_tensors;
+        for (int which = 0; which < 2 && m->adapter_kind[l]; which++) {
+            snprintf(name, sizeof name, "h.%d.adapter.%s", l, which ? "ffn" : "attn");
+            if (m->adapter_kind[l] == LADLE_FFN_SMEAR) add_smear_router(m, name, cfg->smear_experts);
+            add_experts(m, name, cfg->smear_experts, m->adapter_width, std, residual_std);
+        }
     }
     m->lnf = m->n_tensors;
     add_tensor(m, "lnf.w", C, 0, 0, 0, 1);
@@ -123,6 +154,8 @@ void ladle_model_free(ladle_model *m)
 {
     free(m->tensors);
     free(m->ffn_kind);
+    free(m->adapter_kind);
+    free(m->adapter_first);
     free(m->layer_first);
     free(m->site_first);
     memset(m, 0, sizeof *m);
@@ -182,6 +215,24 @@ ladle_site_params ladle_site_view(const ladle_model *m, const float *params, int
     return p;
 }
 
+ladle_site_params ladle_adapter_view(const ladle_model *m, const float *params, int l, int which)
+{
+    ladle_site_params p;
+    memset(&p, 0, sizeof p);
+    if (!m->adapter_kind[l]) return p;
+    const int N = m->smear.N, router = m->adapter_kind[l] == LADLE_FFN_SMEAR ? 5 : 0;
+    const ladle_tensor *t = &m->tensors[m->adapter_first[l] + which * (router + 4 * N)];
+    if (router)
+        p.smear = (ladle_smear_router){params + t[0].offset, params + t[1].offset, params + t[2].offset,
+                                       params + t[3].offset, params + t[4].offset};
+    const ladle_tensor *e = t + router;
+    p.w1 = params + e[0].offset;
+    p.b1 = params + e[N].offset;
+    p.w2 = params + e[2 * N].offset;
+    p.b2 = params + e[3 * N].offset;
+    return p;
+}
+
 /* Gradient views have the same layout as parameter views; cast away const once, here. */
 typedef struct {
     float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
@@ -194,6 +245,16 @@ static layer_grads layer_grad_view(const ladle_model *m, float *grads, int l)
     layer_grads g;
     memcpy(&g, &v, sizeof g);
     return g;
+}
+
+/* An adapter site's SMEAR dimensions: bottleneck width, swish (METHODS.md section 2). */
+static ladle_smear_dims adapter_dims(const ladle_model *m, int l)
+{
+    ladle_smear_dims d = m->smear;
+    d.tag = m->adapter_kind[l] == LADLE_FFN_TAG;
+    d.hidden = m->adapter_width;
+    d.swish = 1;
+    return d;
 }
 
 /* ---- activations -------------------------------------------------------------- */
@@ -214,12 +275,12 @@ void ladle_activations_create(ladle_activations *a, const ladle_model *m, int B)
         {&a->fch, L * BT * 4 * C}, {&a->fch_gelu, L * BT * 4 * C},
         {&a->fcproj, L * BT * C}, {&a->residual3, L * BT * C},
         {&a->lnf, BT * C}, {&a->lnf_mean, BT}, {&a->lnf_rstd, BT},
-        {&a->logits, BT * V}, {&a->probs, BT * V}, {&a->losses, BT},
+        {&a->logits, BT * V}, {&a->probs, BT * V}, {&a->losses, BT}, {&a->adapt_scratch, BT * C},
     };
     struct { float **ptr; size_t n; } bwd[] = {
         {&a->d_residual, BT * C}, {&a->d_ln, BT * C}, {&a->d_atty, BT * C},
         {&a->d_qkv, BT * 3 * C}, {&a->d_fch, BT * 4 * C}, {&a->d_fch_gelu, BT * 4 * C},
-        {&a->d_logits, BT * V}, {&a->d_att_scratch, T * T},
+        {&a->d_logits, BT * V}, {&a->d_att_scratch, T * T}, {&a->d_adapt, BT * C},
     };
     size_t n_fwd = 0, n_bwd = 0;
     for (size_t i = 0; i < sizeof fwd / sizeof fwd[0]; i++) n_fwd += fwd[i].n;
@@ -233,12 +294,18 @@ void ladle_activations_create(ladle_activations *a, const ladle_model *m, int B)
     /* routed FFN sites keep their own caches */
     a->moe_cache = ladle_calloc(L, sizeof *a->moe_cache, "MoE caches");
     a->smear_cache = ladle_calloc(L, sizeof *a->smear_cache, "SMEAR caches");
+    a->adapter_cache = ladle_calloc(2 * L, sizeof *a->adapter_cache, "adapter caches");
     for (int l = 0; l < (int)L; l++) {
         if (m->ffn_kind[l] == LADLE_FFN_MOE) a->moe_cache[l] = ladle_moe_cache_create(B * (int)T, (int)C, &m->moe);
         if (m->ffn_kind[l] == LADLE_FFN_SMEAR || m->ffn_kind[l] == LADLE_FFN_TAG) {
             ladle_smear_dims dims = m->smear;
             dims.tag = m->ffn_kind[l] == LADLE_FFN_TAG;
             a->smear_cache[l] = ladle_smear_cache_create(B, (int)T, (int)C, &dims);
+        }
+        if (m->adapter_kind[l]) {
+            ladle_smear_dims dims = adapter_dims(m, l);
+            a->adapter_cache[2 * l] = ladle_smear_cache_create(B, (int)T, (int)C, &dims);
+            a->adapter_cache[2 * l + 1] = ladle_smear_cache_create(B, (int)T, (int)C, &dims);
         }
     }
     a->layers = (int)L;
@@ -249,7 +316,10 @@ void ladle_activations_free(ladle_activations *a)
     for (int l = 0; l < a->layers; l++) {
         if (a->moe_cache[l]) ladle_moe_cache_free(a->moe_cache[l]);
         if (a->smear_cache[l]) ladle_smear_cache_free(a->smear_cache[l]);
+        for (int w = 0; w < 2; w++)
+            if (a->adapter_cache[2 * l + w]) ladle_smear_cache_free(a->adapter_cache[2 * l + w]);
     }
+    free(a->adapter_cache);
     free(a->moe_cache);
     free(a->smear_cache);
     free(a->memory);
@@ -294,7 +364,8 @@ static ladle_smear_router_grads smear_grads(const ladle_smear_router *r)
 /* d_ln += the site's input gradient from d_residual (its output's gradient); the site's
  * parameter gradients accumulate into grads. */
 static void ffn_backward(const ladle_model *m, const float *params, float *grads, ladle_activations *a, int l,
-                         const float *fch, const float *fch_gelu, const float *x, int B, float grad_scale)
+                         const float *dout, const float *fch, const float *fch_gelu, const float *x, int B,
+                         float grad_scale)
 {
     const int C = m->dim, T = m->context, N = B * T;
     if (m->ffn_kind[l] == LADLE_FFN_DENSE) {
@@ -302,8 +373,7 @@ static void ffn_backward(const ladle_model *m, const float *params, float *grads
         ladle_layer_params g = ladle_layer_view(m, grads, l);
         memset(a->d_fch_gelu, 0, (size_t)N * 4 * C * sizeof(float));
         memset(a->d_fch, 0, (size_t)N * 4 * C * sizeof(float));
-        matmul_backward(a->d_fch_gelu, (float *)g.fc2_w, (float *)g.fc2_b, a->d_residual, fch_gelu, w.fc2_w, N,
-                        4 * C, C);
+        matmul_backward(a->d_fch_gelu, (float *)g.fc2_w, (float *)g.fc2_b, dout, fch_gelu, w.fc2_w, N, 4 * C, C);
         gelu_backward(a->d_fch, fch, a->d_fch_gelu, (size_t)N * 4 * C);
         matmul_backward(a->d_ln, (float *)g.fc1_w, (float *)g.fc1_b, a->d_fch, x, w.fc1_w, N, C, 4 * C);
         return;
@@ -313,15 +383,44 @@ static void ffn_backward(const ladle_model *m, const float *params, float *grads
         /* the balancing loss weighs moe.balance per sequence of the global batch */
         float aux_scale = m->moe_balance * grad_scale * (float)T;
         moe_backward(a->d_ln, (float *)d.moe_router, (float *)d.w1, (float *)d.b1, (float *)d.w2, (float *)d.b2,
-                     a->d_residual, a->moe_cache[l], x, s.moe_router, s.w1, s.b1, s.w2, s.b2, B, T, C, &m->moe,
+                     dout, a->moe_cache[l], x, s.moe_router, s.w1, s.b1, s.w2, s.b2, B, T, C, &m->moe,
                      aux_scale);
         return;
     }
     ladle_smear_dims dims = m->smear;
     dims.tag = m->ffn_kind[l] == LADLE_FFN_TAG;
     ladle_smear_router_grads dr = smear_grads(&d.smear);
-    smear_backward(a->d_ln, &dr, (float *)d.w1, (float *)d.b1, (float *)d.w2, (float *)d.b2, a->d_residual,
+    smear_backward(a->d_ln, &dr, (float *)d.w1, (float *)d.b1, (float *)d.w2, (float *)d.b2, dout,
                    a->smear_cache[l], x, &s.smear, s.w1, s.b1, s.w2, s.b2, B, T, C, &dims);
+}
+
+/* adapt_scratch = A(h), the layer's routed adapter `which` applied to a sub-layer output h */
+static void adapter_forward(const ladle_model *m, const float *params, ladle_activations *a, int l, int which,
+                            const float *h, int B)
+{
+    ladle_site_params s = ladle_adapter_view(m, params, l, which);
+    ladle_smear_dims dims = adapter_dims(m, l);
+    LADLE_CHECK(!dims.tag || a->ctx.labels, "tag routing needs the sequences' domain labels");
+    ladle_smear_context ctx = {a->ctx.training, a->ctx.seed, a->ctx.step, a->ctx.first_sequence, a->ctx.labels};
+    smear_forward(a->adapt_scratch, a->adapter_cache[2 * l + which], h, &s.smear, s.w1, s.b1, s.w2, s.b2, B,
+                  m->context, m->dim, &dims, &ctx);
+}
+
+/* The gradient of a sub-layer output h that feeds h + A(h), given that sum's gradient
+ * dout: dout + A'(h)^T dout, in d_adapt (dout itself when the layer has no adapters). */
+static const float *adapter_backward(const ladle_model *m, const float *params, float *grads, ladle_activations *a,
+                                     int l, int which, const float *h, const float *dout, int B)
+{
+    if (!m->adapter_kind[l]) return dout;
+    const size_t BTC = (size_t)B * m->context * m->dim;
+    memcpy(a->d_adapt, dout, BTC * sizeof(float));
+    ladle_site_params s = ladle_adapter_view(m, params, l, which), d = ladle_adapter_view(m, grads, l, which);
+    ladle_smear_dims dims = adapter_dims(m, l);
+    ladle_smear_router_grads dr = smear_grads(&d.smear);
+    smear_backward(a->d_adapt, dims.tag ? NULL : &dr, (float *)d.w1, (float *)d.b1, (float *)d.w2, (float *)d.b2, dout,
+                   a->adapter_cache[2 * l + which], h, &s.smear, s.w1, s.b1, s.w2, s.b2, B, m->context, m->dim,
+                   &dims);
+    return a->d_adapt;
 }
 
 /* ---- forward -------------------------------------------------------------------- */
@@ -355,9 +454,17 @@ double ladle_model_forward(const ladle_model *m, const float *params, ladle_acti
         attention_forward(atty, att, qkv, B, T, C, NH);
         matmul_forward(attproj, atty, w.proj_w, w.proj_b, N, C, C);
         residual_forward(residual2, residual, attproj, BTC);
+        if (m->adapter_kind[l]) {   /* + A(attproj): the routed adapter after attention */
+            adapter_forward(m, params, a, l, 0, attproj, B);
+            residual_forward(residual2, residual2, a->adapt_scratch, BTC);
+        }
         layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, w.ln2_w, w.ln2_b, N, C);
         ffn_forward(m, params, a, l, fcproj, fch, fch_gelu, ln2, B);
         residual_forward(residual3, residual2, fcproj, BTC);
+        if (m->adapter_kind[l]) {   /* + A(fcproj): the routed adapter after the FFN */
+            adapter_forward(m, params, a, l, 1, fcproj, B);
+            residual_forward(residual3, residual3, a->adapt_scratch, BTC);
+        }
         residual = residual3;
     }
     layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual,
@@ -404,13 +511,16 @@ void ladle_model_backward(const ladle_model *m, const float *params, float *grad
         const float *fch = a->fch + l * 4 * BTC, *fch_gelu = a->fch_gelu + l * 4 * BTC;
 
         memset(a->d_ln, 0, BTC * sizeof(float));
-        ffn_backward(m, params, grads, a, l, fch, fch_gelu, ln2, B, grad_scale);
+        const float *fcproj = a->fcproj + l * BTC, *attproj = a->attproj + l * BTC;
+        const float *d_ffn_out = adapter_backward(m, params, grads, a, l, 1, fcproj, a->d_residual, B);
+        ffn_backward(m, params, grads, a, l, d_ffn_out, fch, fch_gelu, ln2, B, grad_scale);
         layernorm_backward(a->d_residual, g.ln2_w, g.ln2_b, a->d_ln, residual2, w.ln2_w, ln2_mean, ln2_rstd, N, C);
 
         memset(a->d_atty, 0, BTC * sizeof(float));
         memset(a->d_qkv, 0, 3 * BTC * sizeof(float));
         memset(a->d_ln, 0, BTC * sizeof(float));
-        matmul_backward(a->d_atty, g.proj_w, g.proj_b, a->d_residual, atty, w.proj_w, N, C, C);
+        const float *d_attn_out = adapter_backward(m, params, grads, a, l, 0, attproj, a->d_residual, B);
+        matmul_backward(a->d_atty, g.proj_w, g.proj_b, d_attn_out, atty, w.proj_w, N, C, C);
         attention_backward(a->d_qkv, a->d_att_scratch, a->d_atty, qkv, att, B, T, C, NH);
         matmul_backward(a->d_ln, g.qkv_w, g.qkv_b, a->d_qkv, ln1, w.qkv_w, N, C, 3 * C);
         layernorm_backward(a->d_residual, g.ln1_w, g.ln1_b, a->d_ln, residual, w.ln1_w, ln1_mean, ln1_rstd, N, C);

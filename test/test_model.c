@@ -21,13 +21,19 @@ typedef struct {
 
 static int *fixture_labels;   /* tag routing: each sequence's label */
 
-/* ffn: model.ffn, e.g. "dense" or "moe,smear" */
+/* ffn: model.ffn, e.g. "dense" or "moe,smear"; a trailing "+adapter" sets smear.kind = adapter */
 static void fixture_create_ffn(fixture *f, int B, const char *ffn)
 {
+    char kinds[64];
+    snprintf(kinds, sizeof kinds, "%s", ffn);
+    char *plus = strchr(kinds, '+');
+    if (plus) *plus = '\0';
     ladle_config cfg;
     ladle_config_defaults(&cfg);
     cfg.layers = 2; cfg.dim = 16; cfg.heads = 2; cfg.context = 8;
-    snprintf(cfg.ffn, sizeof cfg.ffn, "%s", ffn);
+    snprintf(cfg.ffn, sizeof cfg.ffn, "%s", kinds);
+    cfg.smear_kind = plus != NULL;
+    cfg.smear_bottleneck = 3;
     cfg.smear_experts = 3; cfg.smear_segment = 4; cfg.moe_experts = 3; cfg.moe_balance = 0.5f;
     cfg.init_std = 0.2f;   /* large weights: gradients well above float noise */
     ladle_model_create(&f->model, &cfg);
@@ -100,7 +106,13 @@ static void test_finite_differences(const char *ffn)
             probes++;
         }
         double rel = sqrt(num / (den > 0 ? den : 1e-30));
-        EXPECT(&counts, rel < 2e-3, "tensor %s: FD rel. error %.3g over %d probes", t->name, rel, probes);
+        /* adapter parameters (a swish bottleneck of width 3 behind a routed softmax) have
+         * small, curved gradients: central differences at eps 1e-2 land within ~4e-3 of them.
+         * This whole-model check is about the wiring (a wrong gradient path is off by O(1));
+         * the layer itself is checked to 4e-4 by finite differences and to 6e-7 against
+         * PyTorch in test_smear / torch_smear. */
+        double tol = strstr(t->name, ".adapter.") ? 1e-2 : 2e-3;
+        EXPECT(&counts, rel < tol, "tensor %s: FD rel. error %.3g over %d probes", t->name, rel, probes);
         EXPECT(&counts, den > 0, "tensor %s: all probed gradients zero", t->name);
         printf("  %-18s rel. error %.2e\n", t->name, rel);
     }
@@ -199,8 +211,10 @@ int main(void)
     test_finite_differences("dense");
     test_finite_differences("moe,smear");
     test_finite_differences("tag,moe");
+    test_finite_differences("smear,tag+adapter");
     test_causality("smear");
     test_causality("moe,tag");
+    test_causality("smear,tag+adapter");
     test_batch_split();
     test_init_slices();
     free(fixture_labels);

@@ -35,7 +35,20 @@ for n in 2 3; do
               exit bad > 0 || NR != 12 }' || fail "routed losses on $n ranks differ from 1 rank"
 done
 
+# SMEAR adapters after attention and FFN (the paper's placement), tag adapters too
+ADAPT="$TINY model.ffn=smear,tag smear.kind=adapter smear.bottleneck=4 smear.experts=3 smear.segment=8"
+for n in 1 2; do
+    # shellcheck disable=SC2086
+    run_mpi $n "^done: 8 steps" "$LADLE" train $ADAPT train.steps=8 data.corpus="$TMP/corpus.h5" run.dir="$TMP/adapt$n" \
+        || fail "adapter training on $n ranks"
+    grep '"tokens_per_s"' "$TMP/adapt$n/metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/' > "$TMP/al$n"
+done
+paste "$TMP/al1" "$TMP/al2" | awk '
+    { d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > worst) worst = r; if (r > 1e-5) bad++ }
+    END { printf "smear adapters: 1 vs 2 ranks: worst relative difference %.2e over %d steps\n", worst, NR;
+          exit bad > 0 || NR != 8 }' || fail "adapter losses on 2 ranks differ from 1 rank"
+
 # the losses must actually move: a run that learns nothing would also "agree"
 first=$(head -1 "$TMP/loss1"); last=$(tail -1 "$TMP/loss1")
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.3) }' || fail "loss did not decrease ($first -> $last)"
-echo "train_ranks: 5 passed, 0 failed"
+echo "train_ranks: 6 passed, 0 failed"

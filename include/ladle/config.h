@@ -19,6 +19,8 @@ typedef struct {
     char ffn[LADLE_PATH_MAX]; /* model.ffn: dense|moe|smear|tag, one for all layers or one per layer */
     /* routed FFN sites (SMEAR, tag routing, MoE) */
     int smear_experts, smear_segment;
+    int smear_kind;           /* smear.kind: 0 ffn (the site's FFN is soft-merged), 1 adapter */
+    int smear_bottleneck;     /* smear.bottleneck: adapter width r (0: model.dim / 32) */
     float smear_dropout;
     int moe_experts, moe_top_k;
     float moe_balance, moe_capacity;

@@ -36,6 +36,10 @@ typedef struct {
     /* per layer: its FFN site (ladle_ffn_kind), the table index of its first tensor
      * (ln1.w) and of its first FFN-site tensor */
     int *ffn_kind, *layer_first, *site_first;
+    /* smear.kind = adapter: per layer LADLE_FFN_SMEAR/TAG if it has two adapter sites (after
+     * attention, after the FFN, which is then dense), else 0; their first table index */
+    int *adapter_kind, *adapter_first;
+    int adapter_width;
     int lnf;                           /* table index of lnf.w */
     ladle_moe_dims moe;
     ladle_smear_dims smear;
@@ -91,6 +95,8 @@ typedef struct {
     /* routed FFN sites: one cache per layer (NULL for dense layers) */
     ladle_moe_cache **moe_cache;
     ladle_smear_cache **smear_cache;
+    ladle_smear_cache **adapter_cache;   /* [2 L]: after attention, after the FFN */
+    float *adapt_scratch, *d_adapt;      /* [B, T, C]: an adapter's output; d of its input */
     int layers;
     ladle_forward_context ctx;   /* set by the caller before a forward */
     double aux_sum;              /* MoE load-balancing losses of the last forward (sum) */
@@ -106,6 +112,8 @@ void ladle_model_init_range(const ladle_model *model, float *slice, size_t lo, s
 
 ladle_layer_params ladle_layer_view(const ladle_model *model, const float *params, int layer);
 ladle_site_params ladle_site_view(const ladle_model *model, const float *params, int layer);
+/* An adapter site of a layer: which = 0 after attention, 1 after the FFN. */
+ladle_site_params ladle_adapter_view(const ladle_model *model, const float *params, int layer, int which);
 
 void ladle_activations_create(ladle_activations *acts, const ladle_model *model, int B);
 void ladle_activations_free(ladle_activations *acts);
