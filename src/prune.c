@@ -423,11 +423,23 @@ void ladle_prune_model(const char *in_path, const char *out_path, const uint8_t 
     ladle_ckpt_load(in_path, comm, &m);
     if (m.soup.n > 0) ladle_usage_error("prune: '%s' is a soup; instantiate it first", in_path);
     const ladle_model *old = &m.model;
-    int sites = 0;
-    for (int l = 0; l < old->layers; l++) sites += old->ffn_kind[l] == LADLE_FFN_MOE;
-    if (sites == 0) ladle_usage_error("prune: '%s' has no moe sites (model.ffn = %s)", in_path, m.cfg.ffn);
-    const int Z = old->moe.Z, C = old->dim, T = old->context, Hd = 4 * C;
-    if (D < 1 || D >= Z) ladle_usage_error("prune: --experts %d: expected 1 <= D < %d (the model's moe.experts)", D, Z);
+    /* routed sites: moe (token routing) and smear (segment routing, full-FFN experts) */
+    int sites = 0, has_moe = 0, has_smear = 0;
+    for (int l = 0; l < old->layers; l++) {
+        if (old->ffn_kind[l] == LADLE_FFN_TAG || old->adapter_kind[l])
+            ladle_usage_error("prune: layer %d of '%s' is a tag or adapter site: only moe and smear (ffn) sites can "
+                              "be pruned", l, in_path);
+        has_moe |= old->ffn_kind[l] == LADLE_FFN_MOE;
+        has_smear |= old->ffn_kind[l] == LADLE_FFN_SMEAR;
+        sites += old->ffn_kind[l] == LADLE_FFN_MOE || old->ffn_kind[l] == LADLE_FFN_SMEAR;
+    }
+    if (sites == 0) ladle_usage_error("prune: '%s' has no moe or smear sites (model.ffn = %s)", in_path, m.cfg.ffn);
+    const int C = old->dim, T = old->context, Hd = 4 * C, nseg = T / old->smear.segment;
+    int Zmin = has_moe ? old->moe.Z : old->smear.N;
+    if (has_smear && old->smear.N < Zmin) Zmin = old->smear.N;
+    if (D < 1 || D >= Zmin)
+        ladle_usage_error("prune: --experts %d: expected 1 <= D < %d (the model's %s)", D, Zmin,
+                          has_moe && (!has_smear || old->moe.Z <= old->smear.N) ? "moe.experts" : "smear.experts");
     float *theta = ladle_ckpt_gather_theta(&m, NULL, NULL);
 
     /* the task's text, read in fixed windows; every rank runs them all (the statistics are
@@ -442,15 +454,20 @@ void ladle_prune_model(const char *in_path, const char *out_path, const uint8_t 
     int nw = ladle_valid_windows(&task, T, windows);
     if (nw == 0) ladle_usage_error("prune: the task text holds %zu bytes, fewer than one window of %d", total, T + 1);
 
-    /* 1. router logits and top-1 counts of every moe site over the task */
-    const size_t tokens = (size_t)nw * T;
+    /* 1. the routing of every site over the task and how often each expert comes first:
+     * moe, router logits per token; smear, routing probabilities per segment */
     float **logits = ladle_calloc((size_t)old->layers, sizeof(float *), "router logits");
     double **freq = ladle_calloc((size_t)old->layers, sizeof(double *), "expert usage");
-    for (int l = 0; l < old->layers; l++)
-        if (old->ffn_kind[l] == LADLE_FFN_MOE) {
-            logits[l] = ladle_malloc(tokens * Z * sizeof(float), "router logits");
-            freq[l] = ladle_calloc((size_t)Z, sizeof(double), "expert usage");
-        }
+    size_t *rows = ladle_calloc((size_t)old->layers, sizeof(size_t), "routing rows");
+    int *experts = ladle_calloc((size_t)old->layers, sizeof(int), "experts per site");
+    for (int l = 0; l < old->layers; l++) {
+        int kind = old->ffn_kind[l];
+        if (kind != LADLE_FFN_MOE && kind != LADLE_FFN_SMEAR) continue;
+        experts[l] = kind == LADLE_FFN_MOE ? old->moe.Z : old->smear.N;
+        rows[l] = (size_t)nw * (kind == LADLE_FFN_MOE ? T : nseg);
+        logits[l] = ladle_malloc(rows[l] * experts[l] * sizeof(float), "router logits");
+        freq[l] = ladle_calloc((size_t)experts[l], sizeof(double), "expert usage");
+    }
     const int chunk = 8;
     ladle_activations acts;
     ladle_activations_create(&acts, old, chunk);
@@ -461,25 +478,40 @@ void ladle_prune_model(const char *in_path, const char *out_path, const uint8_t 
         ladle_model_forward(old, theta, &acts, tok, tgt, n);
         for (int l = 0; l < old->layers; l++) {
             if (!logits[l]) continue;
-            memcpy(logits[l] + (size_t)w * T * Z, ladle_moe_logits(acts.moe_cache[l]), (size_t)n * T * Z * sizeof(float));
-            const int *top1 = ladle_moe_top1(acts.moe_cache[l]);
-            for (int i = 0; i < n * T; i++) freq[l][top1[i]] += 1.0;
+            const int E = experts[l];
+            if (old->ffn_kind[l] == LADLE_FFN_MOE) {
+                memcpy(logits[l] + (size_t)w * T * E, ladle_moe_logits(acts.moe_cache[l]),
+                       (size_t)n * T * E * sizeof(float));
+                const int *top1 = ladle_moe_top1(acts.moe_cache[l]);
+                for (int i = 0; i < n * T; i++) freq[l][top1[i]] += 1.0;
+            } else {
+                const float *p = ladle_smear_probs(acts.smear_cache[l]);
+                memcpy(logits[l] + (size_t)w * nseg * E, p, (size_t)n * nseg * E * sizeof(float));
+                for (int i = 0; i < n * nseg; i++) {
+                    int best = 0;
+                    for (int e = 1; e < E; e++) best = p[(size_t)i * E + e] > p[(size_t)i * E + best] ? e : best;
+                    freq[l][best] += 1.0;
+                }
+            }
         }
     }
 
     /* 2. the pruned model: D experts per site */
     ladle_config cfg = m.cfg;
-    cfg.moe_experts = D;
-    if (cfg.moe_top_k > D) cfg.moe_top_k = D;
+    if (has_moe) cfg.moe_experts = D;
+    if (has_smear) cfg.smear_experts = D;
+    if (cfg.moe_top_k > cfg.moe_experts) cfg.moe_top_k = cfg.moe_experts;
+    const int Zmax = old->moe.Z > old->smear.N ? old->moe.Z : old->smear.N;
     ladle_model pruned;
     ladle_model_create(&pruned, &cfg);
     float *out = ladle_calloc(pruned.n_params, sizeof(float), "pruned parameters");
     ladle_model_init_range(&pruned, out, 0, pruned.n_params, (uint64_t)cfg.seed + 1);   /* fresh routers */
     copy_shared_tensors(old, theta, &pruned, out);
-    int *labels = ladle_malloc((size_t)Z * sizeof(int), "expert groups");
-    float *affinity = ladle_malloc((size_t)Z * Z * sizeof(float), "affinity");
+    int *labels = ladle_malloc((size_t)Zmax * sizeof(int), "expert groups");
+    float *affinity = ladle_malloc((size_t)Zmax * Zmax * sizeof(float), "affinity");
     for (int l = 0; l < old->layers; l++) {
         if (!logits[l]) continue;
+        const int Z = experts[l], smear = old->ffn_kind[l] == LADLE_FFN_SMEAR;
         ladle_site_params s = ladle_site_view(old, theta, l), p = ladle_site_view(&pruned, out, l);
         float *w1 = (float *)p.w1, *b1 = (float *)p.b1, *w2 = (float *)p.w2, *b2 = (float *)p.b2;
         for (int e = 0; e < Z; e++) labels[e] = -1;
@@ -494,14 +526,20 @@ void ladle_prune_model(const char *in_path, const char *out_path, const uint8_t 
                 memcpy(b1 + (size_t)g * Hd, s.b1 + (size_t)e * Hd, (size_t)Hd * sizeof(float));
                 memcpy(w2 + (size_t)g * C * Hd, s.w2 + (size_t)e * C * Hd, (size_t)C * Hd * sizeof(float));
                 memcpy(b2 + (size_t)g * C, s.b2 + (size_t)e * C, (size_t)C * sizeof(float));
-                memcpy((float *)p.moe_router + (size_t)g * C, s.moe_router + (size_t)e * C, (size_t)C * sizeof(float));
+                if (smear) {   /* the expert's router vector, gain and default logit */
+                    memcpy((float *)p.smear.w + (size_t)g * C, s.smear.w + (size_t)e * C, (size_t)C * sizeof(float));
+                    memcpy((float *)p.smear.g + (size_t)g * C, s.smear.g + (size_t)e * C, (size_t)C * sizeof(float));
+                    ((float *)p.smear.default_logits)[g] = s.smear.default_logits[e];
+                } else {
+                    memcpy((float *)p.moe_router + (size_t)g * C, s.moe_router + (size_t)e * C, (size_t)C * sizeof(float));
+                }
                 labels[e] = g;
             }
             free(u);
         } else {
             /* UNCURL: group experts whose routing agrees, merge each group onto its most used
              * member; the router is re-initialised with D outputs (to be re-trained) */
-            ladle_router_affinity(logits[l], tokens, Z, affinity);
+            ladle_router_affinity(logits[l], rows[l], Z, affinity);
             ladle_spectral_cluster(affinity, Z, D, (uint64_t)cfg.seed, labels);
             int *members = ladle_malloc((size_t)Z * sizeof(int), "group members");
             for (int g = 0; g < D; g++) {
@@ -514,11 +552,11 @@ void ladle_prune_model(const char *in_path, const char *out_path, const uint8_t 
             free(members);
         }
         if (rank == 0) {
-            printf("layer %d: %d -> %d experts (%s); top-1 share per expert:", l, Z, D,
+            printf("layer %d (%s): %d -> %d experts (%s); top-1 share per expert:", l, smear ? "smear" : "moe", Z, D,
                    method == LADLE_PRUNE_FREQUENCY ? "frequency" : "uncurl");
             for (int e = 0; e < Z; e++)
-                if (labels[e] >= 0) printf(" e%d %.3f->g%d", e, freq[l][e] / (double)tokens, labels[e]);
-                else printf(" e%d %.3f->dropped", e, freq[l][e] / (double)tokens);
+                if (labels[e] >= 0) printf(" e%d %.3f->g%d", e, freq[l][e] / (double)rows[l], labels[e]);
+                else printf(" e%d %.3f->dropped", e, freq[l][e] / (double)rows[l]);
             printf("\n");
         }
     }
@@ -540,10 +578,10 @@ void ladle_prune_model(const char *in_path, const char *out_path, const uint8_t 
         .source = in_path,
     };
     ladle_ckpt_save(out_path, &c);
-    if (rank == 0) printf("wrote %s: %d moe site(s) pruned to %d experts from %d task windows\n", out_path, sites, D, nw);
+    if (rank == 0) printf("wrote %s: %d routed site(s) pruned to %d experts from %d task windows\n", out_path, sites, D, nw);
 
     for (int l = 0; l < old->layers; l++) { free(logits[l]); free(freq[l]); }
-    free(logits); free(freq); free(labels); free(affinity); free(slice); free(out); free(tok); free(tgt);
+    free(logits); free(freq); free(rows); free(experts); free(labels); free(affinity); free(slice); free(out); free(tok); free(tgt);
     free(task.valid); free(theta);
     ladle_activations_free(&acts);
     ladle_model_free(&pruned);

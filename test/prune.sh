@@ -12,10 +12,10 @@ MOE="$TINY model.ffn=moe moe.experts=4 train.steps=30 data.corpus=$TMP/corpus.h5
 run_mpi 2 "^done: 30 steps" "$LADLE" train $MOE run.dir="$TMP/moe" || fail "MoE training"
 TASK="$top_srcdir/src/train.c"
 for n in 1 2; do
-    run_mpi $n "^wrote $TMP/uncurl$n.h5: 2 moe site(s) pruned to 2 experts" "$LADLE" prune "$TMP/moe/model.h5" \
+    run_mpi $n "^wrote $TMP/uncurl$n.h5: 2 routed site(s) pruned to 2 experts" "$LADLE" prune "$TMP/moe/model.h5" \
         --task "$TASK" --experts 2 -o "$TMP/uncurl$n.h5" || fail "prune on $n ranks"
 done
-grep -q "^layer 0: 4 -> 2 experts (uncurl)" "$TMP/out" || fail "no per-layer grouping report"
+grep -q "^layer 0 (moe): 4 -> 2 experts (uncurl)" "$TMP/out" || fail "no per-layer grouping report"
 for t in h.0.moe.e0.w1 h.1.moe.e1.b2 h.0.attn.qkv.w; do
     h5dump -d "/shared/$t" "$TMP/uncurl1.h5" | tail -n +3 > "$TMP/a"
     h5dump -d "/shared/$t" "$TMP/uncurl2.h5" | tail -n +3 > "$TMP/b"
@@ -62,5 +62,18 @@ printf 'short\n' > "$TMP/short.txt"
 refuse "fewer than one window" prune "$TMP/moe/model.h5" --task "$TMP/short.txt" --experts 2 -o "$TMP/bad.h5"
 # shellcheck disable=SC2086
 run_mpi 1 "^done: 5 steps" "$LADLE" train $TINY train.steps=5 data.corpus="$TMP/corpus.h5" run.dir="$TMP/dense" || fail "dense run"
-refuse "has no moe sites" prune "$TMP/dense/model.h5" --task "$TASK" --experts 2 -o "$TMP/bad.h5"
+refuse "has no moe or smear sites" prune "$TMP/dense/model.h5" --task "$TASK" --experts 2 -o "$TMP/bad.h5"
+# a smear site (segment routing) prunes the same way; tag sites are refused
+# shellcheck disable=SC2086
+run_mpi 2 "^done: 20 steps" "$LADLE" train $TINY model.ffn=smear,moe smear.experts=4 smear.segment=8 moe.experts=4 \
+    train.steps=20 data.corpus="$TMP/corpus.h5" run.dir="$TMP/smear" || fail "smear training"
+run_mpi 2 "^wrote $TMP/smear2.h5: 2 routed site(s) pruned to 2 experts" "$LADLE" prune "$TMP/smear/model.h5" \
+    --task "$TASK" --experts 2 -o "$TMP/smear2.h5" || fail "prune a smear site"
+grep -q "^layer 0 (smear): 4 -> 2 experts (uncurl)" "$TMP/out" || fail "no smear site in the report"
+run_mpi 1 "mean" "$LADLE" eval "$TMP/smear2.h5" --corpus "$TMP/corpus.h5" --windows 2 || fail "eval of the pruned smear model"
+passed=$((passed + 1))
+# shellcheck disable=SC2086
+run_mpi 1 "^done: 4 steps" "$LADLE" train $TINY model.ffn=tag,moe moe.experts=4 smear.experts=3 train.steps=4 \
+    data.corpus="$TMP/corpus.h5" run.dir="$TMP/tag" || fail "tag training"
+refuse "is a tag or adapter site" prune "$TMP/tag/model.h5" --task "$TASK" --experts 2 -o "$TMP/bad.h5"
 echo "prune: $passed passed, 0 failed"

@@ -65,14 +65,16 @@ int ladle_align_and_merge(const float *w1, const float *b1, const float *w2, con
 
 typedef enum { LADLE_PRUNE_UNCURL = 0, LADLE_PRUNE_FREQUENCY = 1 } ladle_prune_method;
 
-/* Collective: reduce every moe site of the model file in_path to D experts for the task
+/* Collective: reduce every moe and smear (full-FFN) site of the model file in_path to D
+ * experts for the task (smear sites: the routing probabilities of each segment stand in
+ * for router logits, the most probable expert for the top-1 choice)
  * given as documents (up to `windows` windows of the model's context are read), and write
  * the pruned model (kind "dense", moe.experts = D) to out_path. UNCURL: router logits and
  * top-1 counts over the task, affinity, spectral clustering, align-and-merge per group,
  * the router re-initialised with D outputs (re-train it: train.init + train.only = router).
  * FREQUENCY (the paper's naive baseline): keep the D most used experts and their router
- * rows. Usage errors (nothing written): a soup or a model without moe sites, D outside
- * [1, Z), task text shorter than one window. */
+ * rows. Usage errors (nothing written): a soup, a model without moe/smear sites or with
+ * tag or adapter sites, D outside [1, Z), task text shorter than one window. */
 void ladle_prune_model(const char *in_path, const char *out_path, const uint8_t *const *docs, const size_t *lens,
                        size_t n_docs, int D, ladle_prune_method method, int windows, MPI_Comm comm);
 
