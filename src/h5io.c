@@ -76,53 +76,42 @@ void ladle_h5_write_string_attr(hid_t obj, const char *name, const char *value)
     H5_CHECK(H5Tclose(type));
 }
 
-char *ladle_h5_read_string_attr(hid_t obj, const char *name)
+int ladle_h5_attr_open(hid_t obj, const char *name, ladle_h5_attr *a)
 {
     htri_t exists = H5Aexists(obj, name);
     H5_CHECK(exists);
-    if (!exists) return NULL;
-    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
-    H5_CHECK(attr);
-    hid_t ftype = H5Aget_type(attr);
-    H5_CHECK(ftype);
-    hid_t space = H5Aget_space(attr);
-    H5_CHECK(space);
-    hssize_t npoints = H5Sget_simple_extent_npoints(space);
-    H5_CHECK(npoints);
+    if (!exists) return 0;
+    a->attr = H5Aopen(obj, name, H5P_DEFAULT);
+    H5_CHECK(a->attr);
+    a->type = H5Aget_type(a->attr);
+    H5_CHECK(a->type);
+    a->space = H5Aget_space(a->attr);
+    H5_CHECK(a->space);
+    a->count = H5Sget_simple_extent_npoints(a->space);
+    H5_CHECK(a->count);
+    return 1;
+}
+
+void ladle_h5_attr_close(ladle_h5_attr *a)
+{
+    H5_CHECK(H5Sclose(a->space));
+    H5_CHECK(H5Tclose(a->type));
+    H5_CHECK(H5Aclose(a->attr));
+}
+
+char *ladle_h5_read_string_attr(hid_t obj, const char *name)
+{
+    int n = 0;
+    char **values = ladle_h5_read_strings_attr(obj, name, &n);
     char *out = NULL;
-    if (H5Tget_class(ftype) == H5T_STRING && npoints == 1) {
-        htri_t variable = H5Tis_variable_str(ftype);
-        H5_CHECK(variable);
-        hid_t mtype = H5Tcopy(H5T_C_S1);
-        H5_CHECK(mtype);
-        /* HDF5 does not convert between character sets: read in the stored one */
-        H5T_cset_t cset = H5Tget_cset(ftype);
-        H5_CHECK(cset);
-        H5_CHECK(H5Tset_cset(mtype, cset));
-        if (variable) {
-            char *s = NULL;
-            H5_CHECK(H5Tset_size(mtype, H5T_VARIABLE));
-            H5_CHECK(H5Aread(attr, mtype, &s));
-            size_t n = s ? strlen(s) : 0;
-            out = ladle_malloc(n + 1, "string attribute");
-            if (n) memcpy(out, s, n);
-            out[n] = '\0';
-            if (s) H5_CHECK(H5free_memory(s));
-        } else {
-            size_t n = H5Tget_size(ftype);
-            LADLE_CHECK(n > 0, "HDF5 call failed: H5Tget_size");
-            H5_CHECK(H5Tset_size(mtype, n + 1));
-            H5_CHECK(H5Tset_strpad(mtype, H5T_STR_NULLTERM));
-            out = ladle_calloc(n + 1, 1, "string attribute");
-            H5_CHECK(H5Aread(attr, mtype, out));
-        }
-        H5_CHECK(H5Tclose(mtype));
+    if (values && n == 1) {   /* a single string; take it over */
+        out = values[0];
+        values[0] = NULL;
     }
-    H5_CHECK(H5Sclose(space));
-    H5_CHECK(H5Tclose(ftype));
-    H5_CHECK(H5Aclose(attr));
+    ladle_h5_free_strings(values, n);
     return out;
 }
+
 
 void ladle_h5_write_scalar_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *value)
 {
@@ -143,23 +132,12 @@ void ladle_h5_write_long_attr(hid_t obj, const char *name, long value)
 
 int ladle_h5_read_long_attr(hid_t obj, const char *name, long *value)
 {
-    htri_t exists = H5Aexists(obj, name);
-    H5_CHECK(exists);
-    if (!exists) return -1;
-    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
-    H5_CHECK(attr);
-    hid_t ftype = H5Aget_type(attr);
-    H5_CHECK(ftype);
-    hid_t space = H5Aget_space(attr);
-    H5_CHECK(space);
-    hssize_t npoints = H5Sget_simple_extent_npoints(space);
-    H5_CHECK(npoints);
-    int ok = H5Tget_class(ftype) == H5T_INTEGER && npoints == 1;
+    ladle_h5_attr a;
+    if (!ladle_h5_attr_open(obj, name, &a)) return -1;
+    int ok = H5Tget_class(a.type) == H5T_INTEGER && a.count == 1;
     long long v = 0;
-    if (ok) H5_CHECK(H5Aread(attr, H5T_NATIVE_LLONG, &v));
-    H5_CHECK(H5Sclose(space));
-    H5_CHECK(H5Tclose(ftype));
-    H5_CHECK(H5Aclose(attr));
+    if (ok) H5_CHECK(H5Aread(a.attr, H5T_NATIVE_LLONG, &v));
+    ladle_h5_attr_close(&a);
     if (ok) *value = (long)v;
     return ok ? 0 : -1;
 }
@@ -204,39 +182,59 @@ void ladle_h5_write_strings_attr(hid_t obj, const char *name, const char *const 
     H5_CHECK(H5Tclose(type));
 }
 
+static char *copy_string(const char *v)
+{
+    size_t len = strlen(v);
+    char *out = ladle_malloc(len + 1, "string attribute");
+    memcpy(out, v, len + 1);
+    return out;
+}
+
 char **ladle_h5_read_strings_attr(hid_t obj, const char *name, int *n)
 {
     *n = 0;
-    htri_t exists = H5Aexists(obj, name);
-    H5_CHECK(exists);
-    if (!exists) return NULL;
-    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
-    H5_CHECK(attr);
-    hid_t space = H5Aget_space(attr);
-    H5_CHECK(space);
-    hssize_t count = H5Sget_simple_extent_npoints(space);
-    H5_CHECK(count);
-    hid_t type = vlen_utf8();
-    char **raw = ladle_calloc((size_t)(count > 0 ? count : 1), sizeof(char *), "string attribute");
-    H5_CHECK(H5Aread(attr, type, raw));
-    /* copies the caller can free(), then the library's buffers back to HDF5 */
-    char **out = ladle_calloc((size_t)(count > 0 ? count : 1), sizeof(char *), "string attribute");
-    for (hssize_t i = 0; i < count; i++) {
-        const char *v = raw[i] ? raw[i] : "";
-        out[i] = ladle_malloc(strlen(v) + 1, "string attribute");
-        strcpy(out[i], v);
+    ladle_h5_attr a;
+    if (!ladle_h5_attr_open(obj, name, &a)) return NULL;
+    char **out = NULL;
+    if (H5Tget_class(a.type) == H5T_STRING && a.count < (1 << 24)) {
+        size_t m = (size_t)(a.count > 0 ? a.count : 1);
+        out = ladle_calloc(m, sizeof(char *), "string attribute");
+        hid_t mtype = H5Tcopy(H5T_C_S1);
+        H5_CHECK(mtype);
+        /* HDF5 does not convert between character sets: read in the stored one */
+        H5T_cset_t cset = H5Tget_cset(a.type);
+        H5_CHECK(cset);
+        H5_CHECK(H5Tset_cset(mtype, cset));
+        htri_t variable = H5Tis_variable_str(a.type);
+        H5_CHECK(variable);
+        if (variable) {
+            char **raw = ladle_calloc(m, sizeof(char *), "string attribute");
+            H5_CHECK(H5Tset_size(mtype, H5T_VARIABLE));
+            H5_CHECK(H5Aread(a.attr, mtype, raw));
+            /* copies the caller can free(), then the library's buffers back to HDF5 */
+            for (hssize_t i = 0; i < a.count; i++) out[i] = copy_string(raw[i] ? raw[i] : "");
+            H5_CHECK(H5Dvlen_reclaim(mtype, a.space, H5P_DEFAULT, raw));
+            free(raw);
+        } else {
+            size_t size = H5Tget_size(a.type);
+            LADLE_CHECK(size > 0, "HDF5 call failed: H5Tget_size");
+            char *raw = ladle_calloc(m, size + 1, "string attribute");
+            H5_CHECK(H5Tset_size(mtype, size + 1));   /* room for the terminator */
+            H5_CHECK(H5Tset_strpad(mtype, H5T_STR_NULLTERM));
+            H5_CHECK(H5Aread(a.attr, mtype, raw));
+            for (hssize_t i = 0; i < a.count; i++) out[i] = copy_string(raw + (size_t)i * (size + 1));
+            free(raw);
+        }
+        H5_CHECK(H5Tclose(mtype));
+        *n = (int)a.count;
     }
-    H5_CHECK(H5Dvlen_reclaim(type, space, H5P_DEFAULT, raw));
-    free(raw);
-    H5_CHECK(H5Tclose(type));
-    H5_CHECK(H5Sclose(space));
-    H5_CHECK(H5Aclose(attr));
-    *n = (int)count;
+    ladle_h5_attr_close(&a);
     return out;
 }
 
 void ladle_h5_free_strings(char **values, int n)
 {
+    if (!values) return;
     for (int i = 0; i < n; i++) free(values[i]);
     free(values);
 }

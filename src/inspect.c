@@ -93,78 +93,19 @@ static int attr_u64(hid_t obj, const char *name, unsigned long long *value)
 static double *attr_doubles(hid_t obj, const char *name, int *n)
 {
     *n = 0;
-    if (!has_attr(obj, name)) return NULL;
-    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
-    H5_CHECK(attr);
-    hid_t type = H5Aget_type(attr);
-    H5_CHECK(type);
-    hid_t space = H5Aget_space(attr);
-    H5_CHECK(space);
-    hssize_t count = H5Sget_simple_extent_npoints(space);
-    H5T_class_t cls = H5Tget_class(type);
+    ladle_h5_attr a;
+    if (!ladle_h5_attr_open(obj, name, &a)) return NULL;
+    H5T_class_t cls = H5Tget_class(a.type);
     double *values = NULL;
-    if ((cls == H5T_INTEGER || cls == H5T_FLOAT) && count >= 0 && count < (1 << 24)) {
-        values = ladle_calloc((size_t)(count > 0 ? count : 1), sizeof(double), "attribute");
-        if (H5Aread(attr, H5T_NATIVE_DOUBLE, values) < 0) {
+    if ((cls == H5T_INTEGER || cls == H5T_FLOAT) && a.count < (1 << 24)) {
+        values = ladle_calloc((size_t)(a.count > 0 ? a.count : 1), sizeof(double), "attribute");
+        if (H5Aread(a.attr, H5T_NATIVE_DOUBLE, values) < 0) {
             free(values);
             values = NULL;
-        } else *n = (int)count;
+        } else *n = (int)a.count;
     }
-    H5_CHECK(H5Sclose(space));
-    H5_CHECK(H5Tclose(type));
-    H5_CHECK(H5Aclose(attr));
+    ladle_h5_attr_close(&a);
     return values;
-}
-
-/* An array-of-strings attribute (domain names), variable- or fixed-length: malloc'd
- * strings, *n of them, or NULL if absent or not strings. */
-static char **attr_strings(hid_t obj, const char *name, int *n)
-{
-    *n = 0;
-    if (!has_attr(obj, name)) return NULL;
-    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
-    H5_CHECK(attr);
-    hid_t ftype = H5Aget_type(attr);
-    H5_CHECK(ftype);
-    hid_t space = H5Aget_space(attr);
-    H5_CHECK(space);
-    hssize_t count = H5Sget_simple_extent_npoints(space);
-    char **out = NULL;
-    if (H5Tget_class(ftype) == H5T_STRING && count >= 0 && count < (1 << 24)) {
-        size_t m = (size_t)(count > 0 ? count : 1);
-        out = ladle_calloc(m, sizeof(char *), "names");
-        hid_t mtype = H5Tcopy(H5T_C_S1);
-        H5_CHECK(mtype);
-        H5_CHECK(H5Tset_cset(mtype, H5Tget_cset(ftype)));   /* HDF5 does not convert character sets */
-        if (H5Tis_variable_str(ftype) > 0) {
-            char **raw = ladle_calloc(m, sizeof(char *), "names");
-            H5_CHECK(H5Tset_size(mtype, H5T_VARIABLE));
-            H5_CHECK(H5Aread(attr, mtype, raw));
-            for (hssize_t i = 0; i < count; i++) out[i] = dup_string(raw[i] ? raw[i] : "");
-            H5_CHECK(H5Dvlen_reclaim(mtype, space, H5P_DEFAULT, raw));
-            free(raw);
-        } else {
-            size_t size = H5Tget_size(ftype);
-            char *raw = ladle_calloc(m, size + 1, "names");
-            H5_CHECK(H5Tset_size(mtype, size + 1));
-            H5_CHECK(H5Tset_strpad(mtype, H5T_STR_NULLTERM));
-            H5_CHECK(H5Aread(attr, mtype, raw));
-            for (hssize_t i = 0; i < count; i++) out[i] = dup_string(raw + (size_t)i * (size + 1));
-            free(raw);
-        }
-        H5_CHECK(H5Tclose(mtype));
-        *n = (int)count;
-    }
-    H5_CHECK(H5Sclose(space));
-    H5_CHECK(H5Tclose(ftype));
-    H5_CHECK(H5Aclose(attr));
-    return out;
-}
-
-static void free_strings(char **s, int n)
-{
-    for (int i = 0; i < n; i++) free(s[i]);
-    free(s);
 }
 
 /* ---- datasets and groups --------------------------------------------------------------- */
@@ -464,7 +405,7 @@ static void gather_model(file_info *fi, hid_t file)
     fi->ladle_version = ladle_h5_read_string_attr(file, "ladle_version");
     fi->config = ladle_h5_read_string_attr(file, "config");
     fi->source = ladle_h5_read_string_attr(file, "source");
-    fi->domains = attr_strings(file, "domains", &fi->n_domains);
+    fi->domains = ladle_h5_read_strings_attr(file, "domains", &fi->n_domains);
     fi->h = attr_doubles(file, "h", &fi->n_h);
     fi->alpha = attr_doubles(file, "alpha", &fi->n_alpha);
 
@@ -561,7 +502,7 @@ static void free_info(file_info *fi)
     free(fi->ladle_version);
     free(fi->config);
     free(fi->source);
-    free_strings(fi->domains, fi->n_domains);
+    ladle_h5_free_strings(fi->domains, fi->n_domains);
     free(fi->h);
     free(fi->alpha);
     for (int i = 0; i < fi->n_tensors; i++) free(fi->tensors[i].path);

@@ -24,9 +24,20 @@ void ladle_h5_write_scalar_attr(hid_t obj, const char *name, hid_t file_type, hi
 /* Reads a fixed- or variable-length string attribute; malloc'd, or NULL if absent. */
 char *ladle_h5_read_string_attr(hid_t obj, const char *name);
 void ladle_h5_write_long_attr(hid_t obj, const char *name, long value);
+
+/* An open attribute with its stored type, dataspace and element count. */
+typedef struct {
+    hid_t attr, type, space;
+    hssize_t count;
+} ladle_h5_attr;
+
+/* Opens obj's attribute `name`: 1, or 0 (nothing opened) if it does not exist. */
+int ladle_h5_attr_open(hid_t obj, const char *name, ladle_h5_attr *a);
+void ladle_h5_attr_close(ladle_h5_attr *a);
 /* A 1-D array of variable-length UTF-8 strings (h5py: an array of str). */
 void ladle_h5_write_strings_attr(hid_t obj, const char *name, const char *const *values, int n);
-/* Reads one; malloc'd array of malloc'd strings, *n its length; NULL (n = 0) if absent. */
+/* Reads a 1-D string array attribute, variable- or fixed-length; malloc'd array of malloc'd
+ * strings, *n its length; NULL (n = 0) if absent or not strings. */
 char **ladle_h5_read_strings_attr(hid_t obj, const char *name, int *n);
 void ladle_h5_free_strings(char **values, int n);
 /* Returns 0 and sets *value, or -1 if the attribute is absent or not an integer. */
