@@ -72,6 +72,24 @@ static void set_threads(void)
 #endif
 }
 
+/* srun without an MPI plugin that Open MPI understands (Debian's speaks PMIx only) starts
+ * SLURM_STEP_NUM_TASKS separate one-rank jobs that would all train into the same run
+ * directory. Detected as: an srun task step of N > 1 tasks, but a world of a different size.
+ * mpiexec inside an allocation is not an srun step of our own ranks (Open MPI sets
+ * OMPI_COMM_WORLD_SIZE), and may use fewer ranks than SLURM_NTASKS on purpose (scaling). */
+static void check_slurm_launch(void)
+{
+    const char *step = getenv("SLURM_STEP_NUM_TASKS");
+    if (!step || getenv("OMPI_COMM_WORLD_SIZE")) return;
+    char *end = NULL;
+    long tasks = strtol(step, &end, 10);
+    if (end == step || *end || tasks == world_size()) return;
+    ladle_usage_error("srun started %ld tasks (SLURM_STEP_NUM_TASKS=%s) but they form an MPI world of %d: srun "
+                      "launched separate one-rank jobs, most likely because its MPI plugin does not match Open "
+                      "MPI's. Use 'srun --mpi=pmix' (see 'srun --mpi=list') or mpiexec inside the allocation",
+                      tasks, step, world_size());
+}
+
 static long parse_long(const char *flag, const char *text, long min)
 {
     char *end = NULL;
@@ -599,6 +617,7 @@ int main(int argc, char **argv)
     /* errors come back to us, so they are reported with file:line (error.h) */
     MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
     set_threads();
+    check_slurm_launch();
     int rc = LADLE_EXIT_OK;
     const char *cmd = argc > 1 ? argv[1] : NULL;
     if (!cmd || !strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {

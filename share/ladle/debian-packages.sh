@@ -3,6 +3,7 @@
 #   build:  compiler, autotools, Open MPI, BLIS, LAPACKE, parallel HDF5, zlib
 #   tests:  python3-torch/numpy (reference model), python3-h5py/matplotlib (analysis scripts)
 #   demo:   text packages the demo corpus is made of (see share/ladle/demo-corpus.sh)
+#   SLURM:  slurm-wlm, munge (make check-slurm runs a one-node cluster on localhost)
 set -e
 export DEBIAN_FRONTEND=noninteractive
 APT="apt-get -o DPkg::Lock::Timeout=600 -q"
@@ -12,4 +13,5 @@ $APT install -y --no-install-recommends \
     libopenmpi-dev openmpi-bin libblis-dev liblapacke-dev libhdf5-openmpi-dev hdf5-tools zlib1g-dev \
     python3 python3-torch python3-numpy python3-h5py python3-matplotlib \
     manpages manpages-dev dict-gcide wordnet-base fortunes perl-doc \
-    python3.11-doc cmake-data vim-runtime
+    python3.11-doc cmake-data vim-runtime \
+    slurm-wlm munge
