@@ -19,7 +19,6 @@
 #include <errno.h>
 #include <float.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,21 +32,17 @@ typedef struct {
     ladle_corpus *corpus;
 } corpus_reader;
 
-/* A problem with the file's contents: close everything, then a clean usage error.
- * The file access list uses H5F_CLOSE_STRONG, so H5Fclose also closes any group or
+/* The file access list uses H5F_CLOSE_STRONG, so H5Fclose also closes any group or
  * dataset still open at the point of rejection. */
-__attribute__((format(printf, 2, 3)))
-static _Noreturn void reject(corpus_reader *r, const char *fmt, ...)
+static void close_reader(void *reader)
 {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
+    corpus_reader *r = reader;
     if (r->file >= 0) H5Fclose(r->file);
     ladle_corpus_free(r->corpus);
-    ladle_usage_error("%s", msg);
 }
+
+/* A problem with the file's contents: close everything, then a clean usage error. */
+#define reject(r, ...) ladle_usage_error_cleanup(close_reader, (r), __VA_ARGS__)
 
 /* Open a one-dimensional dataset of elem_size-byte integers and return its length;
  * anything else is a damaged corpus. */

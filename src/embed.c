@@ -1,17 +1,16 @@
-/* embed: document embedding, spherical k-means and cluster histograms (see embed.h for
- * the exact embedding). Every dense product (the projection, points x centroids^T) goes
- * through BLIS (ladle_gemm); BLIS splits the m and n loops over threads, never the
- * reduction, so the results do not depend on the thread count. */
+/* embed: document embedding, its clusters (spherical k-means, kmeans.h) and cluster
+ * histograms (see embed.h for the exact embedding). The projection goes through BLIS
+ * (ladle_gemm); BLIS splits the m and n loops over threads, never the reduction, so the
+ * results do not depend on the thread count. */
 #include "ladle/embed.h"
 #include "ladle/data.h"
 #include "ladle/error.h"
 #include "ladle/h5io.h"
 #include "ladle/kernels.h"
+#include "ladle/kmeans.h"
 #include "ladle/rng.h"
 
-#include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,10 +19,12 @@
 #define EMBED_STREAM ((uint64_t)LADLE_STREAM_INIT + 200)    /* projection matrix */
 #define KMEANS_STREAM ((uint64_t)LADLE_STREAM_INIT + 201)   /* k-means++ seeding */
 
+#define KMEANS_MAX_ITERS 100   /* Lloyd iterations at most */
+
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
 
-/* Rows of similarity (or feature) matrix held at once: bounds memory for large n or k. */
+/* Floats of feature matrix held at once: bounds memory for many documents. */
 #define BLOCK_FLOATS ((size_t)1 << 20)
 
 void ladle_embed_params_default(ladle_embed_params *p)
@@ -123,35 +124,26 @@ void ladle_embed(const ladle_embedder *e, const uint8_t *text, size_t len, float
     ladle_embed_batch(e, &text, &len, 1, out);
 }
 
-/* ---- nearest centroids ---------------------------------------------------------- */
+/* ---- clusters of embeddings (kmeans.h) ----------------------------------------- */
 
-/* Rows of an [rows x k] similarity block that fit in BLOCK_FLOATS. */
-static size_t sim_block_rows(size_t n, int k)
+void ladle_cluster_embeddings(const float *x, size_t n, int d, int k, uint64_t seed, float *centroids, int *assign)
 {
-    size_t rows = BLOCK_FLOATS / (size_t)k;
-    if (rows < 1) rows = 1;
-    return rows < n ? rows : (n ? n : 1);
+    /* one seeding: each restart costs as much as the whole clustering, and greedy
+     * k-means++ seldom needs another on well-spread documents */
+    ladle_kmeans_options opt = {
+        .metric = LADLE_KMEANS_SPHERICAL, .restarts = 1, .max_iters = KMEANS_MAX_ITERS, .seed = seed,
+        .stream = KMEANS_STREAM,
+    };
+    ladle_kmeans_float(x, n, d, k, &opt, centroids, assign);
 }
 
 void ladle_nearest_centroids(const float *centroids, int k, int d, const float *x, size_t n, int *assign,
                              float *sim)
 {
-    LADLE_CHECK(k >= 1 && d >= 1, "nearest centroid: k = %d, d = %d", k, d);
-    size_t rows = sim_block_rows(n, k);
-    float *s = ladle_malloc(rows * (size_t)k * sizeof *s, "similarities");
-    for (size_t at = 0; at < n; at += rows) {
-        size_t m = n - at < rows ? n - at : rows;
-        ladle_gemm(0, 1, (int)m, k, d, 1.0f, x + at * (size_t)d, d, centroids, d, 0.0f, s, k);
-        for (size_t i = 0; i < m; i++) {
-            const float *r = s + i * (size_t)k;
-            int best = 0;
-            for (int j = 1; j < k; j++)
-                if (r[j] > r[best]) best = j;
-            assign[at + i] = best;
-            if (sim) sim[at + i] = r[best];
-        }
-    }
-    free(s);
+    double *dist = sim ? ladle_malloc(n * sizeof(double), "centroid distances") : NULL;
+    ladle_kmeans_nearest_float(centroids, k, d, LADLE_KMEANS_SPHERICAL, x, n, assign, dist);
+    for (size_t i = 0; sim && i < n; i++) sim[i] = (float)(1.0 - dist[i]);
+    free(dist);
 }
 
 int ladle_nearest_centroid(const float *centroids, int k, int d, const float *x)
@@ -159,137 +151,6 @@ int ladle_nearest_centroid(const float *centroids, int k, int d, const float *x)
     int best = 0;
     ladle_nearest_centroids(centroids, k, d, x, 1, &best, NULL);
     return best;
-}
-
-/* ---- k-means ---------------------------------------------------------------------- */
-
-/* A uniform double in [0, 1) with 53 random bits (the float one has 24: too coarse to
- * sample among millions of points). */
-static double uniform53(uint64_t seed, uint64_t step, uint64_t index)
-{
-    return (double)(ladle_rng_u64(seed, step, KMEANS_STREAM, index) >> 11) * 0x1.0p-53;
-}
-
-/* Index drawn with probability proportional to w[i] >= 0 (total = sum w > 0). */
-static size_t sample_weighted(const float *w, size_t n, double total, double u)
-{
-    double target = u * total, cum = 0;
-    size_t last = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (w[i] <= 0) continue;
-        cum += w[i];
-        last = i;
-        if (cum > target) return i;
-    }
-    return last;   /* rounding left target at the very end */
-}
-
-/* Greedy k-means++ (as scikit-learn's default): at each step draw several candidates by
- * the D^2 rule and keep the one that lowers the total distance most. Plain k-means++
- * too often puts two seeds in one cluster, which Lloyd iterations cannot undo. */
-static void kmeanspp(const float *x, size_t n, int d, int k, uint64_t seed, float *centroids)
-{
-    int tries = 2 + (int)log((double)k);
-    float *dist = ladle_malloc(n * sizeof *dist, "k-means distances");
-    float *s = ladle_malloc(n * (size_t)tries * sizeof *s, "k-means similarities");
-    float *cand = ladle_malloc((size_t)tries * (size_t)d * sizeof *cand, "k-means candidates");
-    size_t *which = ladle_malloc((size_t)tries * sizeof *which, "k-means candidates");
-
-    size_t first = (size_t)ladle_rng_below(seed, 0, KMEANS_STREAM, 0, n);
-    memcpy(centroids, x + first * (size_t)d, (size_t)d * sizeof(float));
-    ladle_gemm(0, 1, (int)n, 1, d, 1.0f, x, d, centroids, d, 0.0f, s, 1);
-    for (size_t i = 0; i < n; i++) dist[i] = s[i] < 1.0f ? 1.0f - s[i] : 0.0f;
-
-    for (int j = 1; j < k; j++) {
-        double total = 0;
-        for (size_t i = 0; i < n; i++) total += dist[i];
-        for (int t = 0; t < tries; t++) {
-            /* every point coincides with a centroid: any point will do */
-            which[t] = total > 0 ? sample_weighted(dist, n, total, uniform53(seed, (uint64_t)j, (uint64_t)t))
-                                 : (size_t)ladle_rng_below(seed, (uint64_t)j, KMEANS_STREAM, (uint64_t)t, n);
-            memcpy(cand + (size_t)t * d, x + which[t] * (size_t)d, (size_t)d * sizeof(float));
-        }
-        ladle_gemm(0, 1, (int)n, tries, d, 1.0f, x, d, cand, d, 0.0f, s, tries);
-        int best = 0;
-        double best_total = 0;
-        for (int t = 0; t < tries; t++) {
-            double sum = 0;
-            for (size_t i = 0; i < n; i++) {
-                float di = 1.0f - s[i * (size_t)tries + t];
-                if (di < 0) di = 0;
-                sum += di < dist[i] ? di : dist[i];
-            }
-            if (t == 0 || sum < best_total) { best = t; best_total = sum; }
-        }
-        memcpy(centroids + (size_t)j * d, cand + (size_t)best * d, (size_t)d * sizeof(float));
-        for (size_t i = 0; i < n; i++) {
-            float di = 1.0f - s[i * (size_t)tries + best];
-            if (di < 0) di = 0;
-            if (di < dist[i]) dist[i] = di;
-        }
-    }
-    free(which);
-    free(cand);
-    free(s);
-    free(dist);
-}
-
-void ladle_kmeans(const float *x, size_t n, int d, int k, uint64_t seed, int max_iters,
-                  float *centroids, int *assign)
-{
-    LADLE_CHECK(k >= 1 && (size_t)k <= n && n <= INT_MAX && d >= 1 && max_iters >= 1,
-                "k-means: need 1 <= k <= n and max_iters >= 1 (k = %d, n = %zu, d = %d, max_iters = %d)", k, n, d,
-                max_iters);
-    kmeanspp(x, n, d, k, seed, centroids);
-
-    int *next = ladle_malloc(n * sizeof *next, "k-means assignments");
-    float *sim = ladle_malloc(n * sizeof *sim, "k-means similarities");
-    size_t *count = ladle_malloc((size_t)k * sizeof *count, "k-means counts");
-    double *sum = ladle_malloc((size_t)k * (size_t)d * sizeof *sum, "k-means sums");
-    for (size_t i = 0; i < n; i++) assign[i] = -1;
-
-    for (int it = 0; it < max_iters; it++) {
-        ladle_nearest_centroids(centroids, k, d, x, n, next, sim);
-        memset(count, 0, (size_t)k * sizeof *count);
-        for (size_t i = 0; i < n; i++) count[next[i]]++;
-        /* empty cluster: take over the point farthest from its centroid, from a cluster
-         * that keeps at least one point (k <= n makes one exist) */
-        for (int j = 0; j < k; j++) {
-            if (count[j]) continue;
-            size_t far = n;
-            for (size_t i = 0; i < n; i++)
-                if (count[next[i]] > 1 && (far == n || sim[i] < sim[far])) far = i;
-            LADLE_CHECK(far < n, "k-means: no point to re-seed cluster %d from", j);
-            count[next[far]]--;
-            next[far] = j;
-            count[j] = 1;
-            sim[far] = 1.0f;   /* now at its own centroid: not taken twice */
-        }
-        int changed = memcmp(next, assign, n * sizeof *next) != 0;
-        memcpy(assign, next, n * sizeof *next);
-
-        /* centroid = normalised mean of its points (sums in double, in point order) */
-        memset(sum, 0, (size_t)k * (size_t)d * sizeof *sum);
-        for (size_t i = 0; i < n; i++) {
-            double *c = sum + (size_t)assign[i] * d;
-            const float *xi = x + i * (size_t)d;
-            for (int t = 0; t < d; t++) c[t] += xi[t];
-        }
-        for (int j = 0; j < k; j++) {
-            const double *c = sum + (size_t)j * d;
-            double norm = 0;
-            for (int t = 0; t < d; t++) norm += c[t] * c[t];
-            /* points that cancel out (or all-zero ones) leave the centroid where it was */
-            if (norm <= 0) continue;
-            double inv = 1.0 / sqrt(norm);
-            for (int t = 0; t < d; t++) centroids[(size_t)j * d + t] = (float)(c[t] * inv);
-        }
-        if (!changed) break;
-    }
-    free(sum);
-    free(count);
-    free(sim);
-    free(next);
 }
 
 /* ---- /clusters in a corpus file -------------------------------------------------- */
@@ -333,18 +194,14 @@ void ladle_clusters_write(hid_t file, const ladle_clusters *c)
     H5_CHECK(H5Gclose(group));
 }
 
-/* A problem with /clusters: close the file (strong close degree), then a usage error. */
-__attribute__((format(printf, 2, 3)))
-static _Noreturn void reject(hid_t file, const char *fmt, ...)
+static void close_file(void *file)
 {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    H5Fclose(file);
-    ladle_usage_error("%s", msg);
+    H5Fclose(*(hid_t *)file);
 }
+
+/* A problem with /clusters: close the file (strong close degree: all in it), then a
+ * usage error. */
+#define reject(file, ...) ladle_usage_error_cleanup(close_file, &(file), __VA_ARGS__)
 
 static int read_u64_attr(hid_t obj, const char *name, uint64_t *value)
 {

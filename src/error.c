@@ -52,6 +52,17 @@ void ladle_usage_error(const char *fmt, ...)
     exit(LADLE_EXIT_USAGE);
 }
 
+void ladle_usage_error_cleanup(void (*cleanup)(void *ctx), void *ctx, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (cleanup) cleanup(ctx);
+    ladle_usage_error("%s", msg);
+}
+
 void ladle_mpi_check_at(int rc, const char *call, const char *file, int line)
 {
     if (rc == MPI_SUCCESS) return;

@@ -44,7 +44,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,20 +81,18 @@ typedef struct {
     const char *tmp_path;
 } domain_walk;
 
-__attribute__((format(printf, 2, 3)))
-static _Noreturn void input_error(domain_walk *w, const char *fmt, ...)
+static void remove_output(void *walk)
 {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
+    domain_walk *w = walk;
     if (w && w->file >= 0) {
         H5Fclose(w->file);
         unlink(w->tmp_path);
     }
-    ladle_usage_error("%s", msg);
 }
+
+/* A problem with the input: remove the output being written (w may be NULL: none yet),
+ * then a usage error. */
+#define input_error(w, ...) ladle_usage_error_cleanup(remove_output, (w), __VA_ARGS__)
 
 static void *grow(void *p, size_t *cap, size_t need, size_t elem, const char *what)
 {
@@ -400,8 +397,6 @@ static void write_domain(hid_t domains_group, domain_walk *w, const ladle_prep_d
 
 /* ---- clusters (--clusters K) ------------------------------------------------- */
 
-#define KMEANS_MAX_ITERS 100
-
 /* Everything clustering needs: the source domains kept whole, the embeddings of their
  * documents (train rows and valid rows, each in source then document order), and what
  * the report shows. */
@@ -489,7 +484,7 @@ static void write_clusters(clustering *c, domain_walk *w, hid_t file, uint64_t s
     c->centroids = ladle_malloc((size_t)k * (size_t)dim * sizeof(float), "cluster centroids");
     c->train_assign = ladle_malloc(c->n_train * sizeof(int), "cluster assignments");
     c->valid_assign = ladle_malloc((c->n_valid ? c->n_valid : 1) * sizeof(int), "cluster assignments");
-    ladle_kmeans(c->train_x, c->n_train, dim, k, seed, KMEANS_MAX_ITERS, c->centroids, c->train_assign);
+    ladle_cluster_embeddings(c->train_x, c->n_train, dim, k, seed, c->centroids, c->train_assign);
     ladle_nearest_centroids(c->centroids, k, dim, c->valid_x, c->n_valid, c->valid_assign, NULL);
 
     /* a cluster without valid documents lends it the train document nearest its centroid */

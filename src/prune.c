@@ -5,6 +5,7 @@
 #include "ladle/model.h"
 #include "ladle/error.h"
 #include "ladle/kernels.h"
+#include "ladle/kmeans.h"
 #include "ladle/rng.h"
 
 #include <lapacke.h>
@@ -119,163 +120,6 @@ void ladle_router_affinity(const float *logits, size_t tokens, int z, float *aff
 
 /* ---- spectral clustering ------------------------------------------------------------ */
 
-static double sqdist(const double *a, const double *b, int d)
-{
-    double s = 0.0;
-    for (int k = 0; k < d; k++) { double t = a[k] - b[k]; s += t * t; }
-    return s;
-}
-
-/* Nearest centre of point x (ties: the lowest centre). */
-static int nearest(const double *x, const double *cent, int k, int d)
-{
-    int best = 0;
-    double bd = sqdist(x, cent, d);
-    for (int c = 1; c < k; c++) {
-        double t = sqdist(x, cent + (size_t)c * d, d);
-        if (t < bd) { bd = t; best = c; }
-    }
-    return best;
-}
-
-/* Index of the point a uniform u in [0, 1) selects when point i has weight w[i] >= 0
- * (uniform over all points when every weight is 0). */
-static int weighted_pick(const double *w, int n, float u)
-{
-    double total = 0.0;
-    for (int i = 0; i < n; i++) total += w[i];
-    if (!(total > 0.0)) {
-        int i = (int)((double)u * n);
-        return i < n ? i : n - 1;
-    }
-    double target = (double)u * total, cum = 0.0;
-    int last = 0;
-    for (int i = 0; i < n; i++) {
-        if (w[i] <= 0.0) continue;
-        last = i;
-        cum += w[i];
-        if (cum > target) return i;
-    }
-    return last;   /* rounding left target at the very top */
-}
-
-/* Gives every empty cluster the point farthest from its own centre among clusters with
- * more than one point (ties: lowest point), so no cluster is left empty. */
-static void fill_empty(const double *x, int n, int d, int k, double *cent, int *label, int *count)
-{
-    for (int c = 0; c < k; c++) {
-        if (count[c] > 0) continue;
-        int pick = -1;
-        double far = -1.0;
-        for (int i = 0; i < n; i++) {
-            if (count[label[i]] < 2) continue;
-            double t = sqdist(x + (size_t)i * d, cent + (size_t)label[i] * d, d);
-            if (t > far) { far = t; pick = i; }
-        }
-        /* k <= n guarantees a cluster with two or more points while one is empty. */
-        LADLE_CHECK(pick >= 0, "k-means: cannot fill an empty cluster (k = %d, n = %d)", k, n);
-        count[label[pick]]--;
-        label[pick] = c;
-        count[c] = 1;
-        memcpy(cent + (size_t)c * d, x + (size_t)pick * d, (size_t)d * sizeof(double));
-    }
-}
-
-/* Scratch of one k-means run over n points in d dimensions with k clusters. */
-typedef struct {
-    double *cent;   /* [k, d] centres */
-    double *w;      /* [n] squared distance to the nearest seed (k-means++) */
-    int *count;     /* [k] points per cluster */
-    int *next;      /* [n] labels of the current iteration */
-} kmeans_scratch;
-
-/* One k-means run: k-means++ seeding from restart r's counters, then Lloyd iterations
- * until the labels stop changing. Returns the inertia; label[n] gets the clusters. */
-static double kmeans_run(const double *x, int n, int d, int k, uint64_t seed, uint64_t r,
-                         int *label, kmeans_scratch *ws)
-{
-    double *cent = ws->cent, *w = ws->w;
-    int *count = ws->count, *next = ws->next;
-
-    /* Greedy k-means++: first centre uniform; each next one is the best (lowest potential)
-     * of a few candidates drawn with probability ~ squared distance to the nearest centre
-     * so far. Counter index of candidate t of centre c: c * 64 + t. */
-    int i0 = (int)((double)ladle_rng_uniform(seed, r, PRUNE_KMEANS_STREAM, 0) * n);
-    if (i0 >= n) i0 = n - 1;
-    memcpy(cent, x + (size_t)i0 * d, (size_t)d * sizeof(double));
-    for (int i = 0; i < n; i++) w[i] = sqdist(x + (size_t)i * d, cent, d);
-    int trials = 2 + (int)log((double)k);
-    for (int c = 1; c < k; c++) {
-        int pick = -1;
-        double best_pot = INFINITY;
-        for (int t = 0; t < trials; t++) {
-            int cand = weighted_pick(w, n, ladle_rng_uniform(seed, r, PRUNE_KMEANS_STREAM, (uint64_t)c * 64 + (uint64_t)t));
-            double pot = 0.0;
-            for (int i = 0; i < n; i++) pot += fmin(w[i], sqdist(x + (size_t)i * d, x + (size_t)cand * d, d));
-            if (pot < best_pot) { best_pot = pot; pick = cand; }
-        }
-        memcpy(cent + (size_t)c * d, x + (size_t)pick * d, (size_t)d * sizeof(double));
-        for (int i = 0; i < n; i++) w[i] = fmin(w[i], sqdist(x + (size_t)i * d, cent + (size_t)c * d, d));
-    }
-
-    for (int i = 0; i < n; i++) label[i] = -1;
-    for (int it = 0; it < KMEANS_MAX_ITERS; it++) {
-        memset(count, 0, (size_t)k * sizeof(int));
-        for (int i = 0; i < n; i++) {
-            next[i] = nearest(x + (size_t)i * d, cent, k, d);
-            count[next[i]]++;
-        }
-        /* Convergence is judged after the empties are filled: a point moved into an empty
-         * cluster may return to its old one at the next assignment and be moved again,
-         * which is then a fixed point rather than a change. */
-        fill_empty(x, n, d, k, cent, next, count);
-        int changed = memcmp(next, label, (size_t)n * sizeof(int)) != 0;
-        memcpy(label, next, (size_t)n * sizeof(int));
-        memset(cent, 0, (size_t)k * d * sizeof(double));
-        for (int i = 0; i < n; i++)
-            for (int t = 0; t < d; t++) cent[(size_t)label[i] * d + t] += x[(size_t)i * d + t];
-        for (int c = 0; c < k; c++)
-            for (int t = 0; t < d; t++) cent[(size_t)c * d + t] /= count[c];
-        if (!changed) break;
-    }
-    double inertia = 0.0;
-    for (int i = 0; i < n; i++) inertia += sqdist(x + (size_t)i * d, cent + (size_t)label[i] * d, d);
-    return inertia;
-}
-
-double ladle_prune_kmeans(const double *x, int n, int dim, int k, uint64_t seed, int *labels)
-{
-    LADLE_CHECK(n >= 1 && dim >= 1 && k >= 1 && k <= n, "ladle_prune_kmeans: need 1 <= k <= n (n = %d, k = %d, dim = %d)", n, k, dim);
-    kmeans_scratch ws = {
-        .cent = ladle_malloc((size_t)k * dim * sizeof(double), "k-means centres"),
-        .w = ladle_malloc((size_t)n * sizeof(double), "k-means weights"),
-        .count = ladle_malloc((size_t)k * sizeof(int), "k-means counts"),
-        .next = ladle_malloc((size_t)n * sizeof(int), "k-means next labels"),
-    };
-    int *label = ladle_malloc((size_t)n * sizeof(int), "k-means labels");
-    int *best = ladle_malloc((size_t)n * sizeof(int), "k-means best");
-    double best_inertia = INFINITY;
-    for (int r = 0; r < KMEANS_RESTARTS; r++) {
-        double inertia = kmeans_run(x, n, dim, k, seed, (uint64_t)r, label, &ws);
-        /* strict <: among equal inertias the earliest restart wins (deterministic) */
-        if (r == 0 || inertia < best_inertia) {
-            best_inertia = inertia;
-            memcpy(best, label, (size_t)n * sizeof(int));
-        }
-    }
-
-    /* Number clusters by first appearance, so equivalent clusterings print identically. */
-    int *map = ws.count;
-    for (int c = 0; c < k; c++) map[c] = -1;
-    int next = 0;
-    for (int i = 0; i < n; i++) {
-        if (map[best[i]] < 0) map[best[i]] = next++;
-        labels[i] = map[best[i]];
-    }
-    free(ws.cent); free(ws.w); free(ws.count); free(ws.next); free(label); free(best);
-    return best_inertia;
-}
-
 void ladle_spectral_cluster(const float *affinity, int z, int d, uint64_t seed, int *labels)
 {
     LADLE_CHECK(z >= 1 && d >= 1 && d <= z, "ladle_spectral_cluster: need 1 <= d <= z (z = %d, d = %d)", z, d);
@@ -324,7 +168,11 @@ void ladle_spectral_cluster(const float *affinity, int z, int d, uint64_t seed, 
         }
     }
 
-    ladle_prune_kmeans(x, z, d, d, seed, labels);
+    ladle_kmeans_options opt = {
+        .metric = LADLE_KMEANS_EUCLIDEAN, .restarts = KMEANS_RESTARTS, .max_iters = KMEANS_MAX_ITERS,
+        .seed = seed, .stream = PRUNE_KMEANS_STREAM,
+    };
+    ladle_kmeans(x, (size_t)z, d, d, &opt, NULL, labels);
     free(lap); free(dinv); free(eval); free(x);
 }
 

@@ -134,6 +134,35 @@ static int slice_part(const ladle_tensor *t, size_t lo, size_t len, size_t *x0, 
     return 1;
 }
 
+/* A block of a low-rank matrix inside this rank's slice (ladle_flat_blocks). */
+typedef struct {
+    size_t rows, cols;
+    size_t stride;        /* the matrix's columns: the block's row stride in the slice */
+    size_t at;            /* its first element, as an index into the slice */
+    size_t u_at, v_at;    /* its first row of U and of V, as indices into the low-rank vector */
+} slice_block;
+
+/* The blocks of site s's matrix inside this rank's slice of slice_len values: b[], the
+ * count returned (at most 3; 0 when the slice misses the matrix). */
+static int site_blocks(const ladle_soup *soup, const ladle_model *model, int s, size_t slice_len, slice_block b[3])
+{
+    const ladle_lowrank_site *site = &soup->sites[s];
+    const ladle_tensor *t = &model->tensors[site->tensor];
+    const size_t lo = soup->own_lo - soup->slice_offset;   /* the slice's first global index */
+    size_t x0, x1;
+    if (!slice_part(t, lo, slice_len, &x0, &x1)) return 0;
+    const size_t cols = (size_t)t->shape[1], nr = (size_t)soup->n * (size_t)soup->rank;
+    ladle_block flat[3];
+    int nb = ladle_flat_blocks(x0, x1, cols, flat);
+    for (int i = 0; i < nb; i++)
+        b[i] = (slice_block){
+            .rows = flat[i].rows, .cols = flat[i].cols, .stride = cols,
+            .at = t->offset + flat[i].row * cols + flat[i].col - lo,
+            .u_at = site->u + flat[i].row * nr, .v_at = site->v + flat[i].col * nr,
+        };
+    return nb;
+}
+
 /* rows of U, each column scaled by alpha of its expert: out [rows x n r] */
 static void scale_rows(const ladle_soup *soup, const float *u, size_t rows, const float *alpha, float *out)
 {
@@ -151,22 +180,15 @@ void ladle_soup_merge(const ladle_soup *soup, const ladle_model *model, const fl
         ladle_gemm(0, 0, 1, (int)soup->own_len, soup->n, 1.0f, alpha, soup->n, soup->experts, (int)soup->own_len,
                    1.0f, merged_slice + soup->slice_offset, (int)soup->own_len);
     /* low-rank: the slice's blocks of each matrix += (U diag(alpha~))[rows] V[cols]^T */
-    const size_t lo = soup->own_lo - soup->slice_offset;   /* the slice's first global index */
     const int nr = soup->n * soup->rank;
     for (int s = 0; s < soup->n_sites; s++) {
-        const ladle_tensor *t = &model->tensors[soup->sites[s].tensor];
-        size_t x0, x1;
-        if (!slice_part(t, lo, slice_len, &x0, &x1)) continue;
-        const size_t cols = (size_t)t->shape[1];
-        const float *u = soup->lowrank + soup->sites[s].u, *v = soup->lowrank + soup->sites[s].v;
-        ladle_block b[3];
-        int nb = ladle_flat_blocks(x0, x1, cols, b);
+        slice_block b[3];
+        int nb = site_blocks(soup, model, s, slice_len, b);
         for (int i = 0; i < nb; i++) {
             float *ua = ladle_malloc(b[i].rows * (size_t)nr * sizeof(float), "scaled U rows");
-            scale_rows(soup, u + b[i].row * nr, b[i].rows, alpha, ua);
-            float *dst = merged_slice + (t->offset + b[i].row * cols + b[i].col - lo);
-            ladle_gemm(0, 1, (int)b[i].rows, (int)b[i].cols, nr, 1.0f, ua, nr, v + b[i].col * nr, nr, 1.0f, dst,
-                       (int)cols);
+            scale_rows(soup, soup->lowrank + b[i].u_at, b[i].rows, alpha, ua);
+            ladle_gemm(0, 1, (int)b[i].rows, (int)b[i].cols, nr, 1.0f, ua, nr, soup->lowrank + b[i].v_at, nr, 1.0f,
+                       merged_slice + b[i].at, (int)b[i].stride);
             free(ua);
         }
     }
@@ -181,22 +203,17 @@ void ladle_soup_backward(const ladle_soup *soup, const ladle_model *model, const
                    grad_slice + soup->slice_offset, 1, 1.0f, dalpha, 1);
     if (soup->n_sites == 0) return;
     if (lowrank_grad) memset(lowrank_grad, 0, soup->lowrank_size * sizeof(float));
-    const size_t lo = soup->own_lo - soup->slice_offset;
     const int r = soup->rank, nr = soup->n * r;
     for (int s = 0; s < soup->n_sites; s++) {
-        const ladle_tensor *t = &model->tensors[soup->sites[s].tensor];
-        size_t x0, x1;
-        if (!slice_part(t, lo, slice_len, &x0, &x1)) continue;
-        const size_t cols = (size_t)t->shape[1];
-        const float *u = soup->lowrank + soup->sites[s].u, *v = soup->lowrank + soup->sites[s].v;
-        ladle_block b[3];
-        int nb = ladle_flat_blocks(x0, x1, cols, b);
+        slice_block b[3];
+        int nb = site_blocks(soup, model, s, slice_len, b);
         for (int i = 0; i < nb; i++) {
-            const size_t rows = b[i].rows;
-            const float *g = grad_slice + (t->offset + b[i].row * cols + b[i].col - lo);
+            const size_t rows = b[i].rows, cols = b[i].stride;
+            const float *g = grad_slice + b[i].at;
             float *p = ladle_malloc(rows * (size_t)nr * sizeof(float), "G V");
-            ladle_gemm(0, 0, (int)rows, nr, (int)b[i].cols, 1.0f, g, (int)cols, v + b[i].col * nr, nr, 0.0f, p, nr);
-            const float *ub = u + b[i].row * nr;
+            ladle_gemm(0, 0, (int)rows, nr, (int)b[i].cols, 1.0f, g, (int)cols, soup->lowrank + b[i].v_at, nr, 0.0f, p,
+                       nr);
+            const float *ub = soup->lowrank + b[i].u_at;
             /* dalpha_j += sum of P o U over expert j's columns, in double: the terms cancel */
             for (int j = 0; j < soup->n; j++) {
                 double acc = 0.0;
@@ -205,8 +222,7 @@ void ladle_soup_backward(const ladle_soup *soup, const ladle_model *model, const
                 dalpha[j] += (float)acc;
             }
             if (lowrank_grad) {
-                float *du = lowrank_grad + soup->sites[s].u + b[i].row * nr;
-                float *dv = lowrank_grad + soup->sites[s].v + b[i].col * nr;
+                float *du = lowrank_grad + b[i].u_at, *dv = lowrank_grad + b[i].v_at;
                 for (size_t row = 0; row < rows; row++)   /* dU = P diag(alpha~) */
                     for (int k = 0; k < nr; k++) du[row * nr + k] += p[row * nr + k] * alpha[k / r];
                 scale_rows(soup, ub, rows, alpha, p);     /* P now holds U diag(alpha~) */

@@ -1,4 +1,4 @@
-/* Unit tests of embed (document embedding, spherical k-means, cluster histograms) and of
+/* Unit tests of embed (document embedding, clusters of embeddings, cluster histograms) and of
  * 'ladle prep --clusters'. A single process: run directly, no mpiexec. */
 #ifndef _XOPEN_SOURCE
 #define _XOPEN_SOURCE 700
@@ -229,7 +229,7 @@ static void test_embedding(void)
     ladle_embedder_free(&e2);
 }
 
-/* ---- k-means -------------------------------------------------------------------- */
+/* ---- clusters of embeddings (kmeans.h itself: test_kmeans.c) ------------------ */
 
 /* n points around k random unit directions in d dimensions, point i from cluster i % k
  * (so the clusters are interleaved), normalised. Noise 0.03 per coordinate in 32
@@ -276,7 +276,7 @@ static int same_partition(const int *assign, const int *truth, size_t n, int k)
     return ok;
 }
 
-static void test_kmeans(void)
+static void test_cluster_embeddings(void)
 {
     enum { D = 32, K = 8, N = 400 };
     float *x = malloc(sizeof(float) * N * D), *dirs = malloc(sizeof(float) * K * D);
@@ -285,7 +285,7 @@ static void test_kmeans(void)
     int all_seeds_ok = 1;
     for (uint64_t seed = 1; seed <= 20; seed++) {
         synthetic(x, truth, dirs, N, D, K, 0.03f, seed);
-        ladle_kmeans(x, N, D, K, seed, 100, c1, assign);
+        ladle_cluster_embeddings(x, N, D, K, seed, c1, assign);
         if (!same_partition(assign, truth, N, K)) {
             all_seeds_ok = 0;
             fprintf(stderr, "k-means missed the partition for seed %llu\n", (unsigned long long)seed);
@@ -294,8 +294,8 @@ static void test_kmeans(void)
     EXPECT(&T, all_seeds_ok, "k-means did not recover well-separated clusters for every seed");
 
     synthetic(x, truth, dirs, N, D, K, 0.03f, 42);
-    ladle_kmeans(x, N, D, K, 5, 100, c1, assign);
-    ladle_kmeans(x, N, D, K, 5, 100, c2, assign2);
+    ladle_cluster_embeddings(x, N, D, K, 5, c1, assign);
+    ladle_cluster_embeddings(x, N, D, K, 5, c2, assign2);
     EXPECT(&T, memcmp(c1, c2, sizeof c1) == 0 && memcmp(assign, assign2, sizeof assign) == 0,
            "k-means not deterministic");
     double worst = 0;
@@ -328,35 +328,6 @@ static void test_kmeans(void)
     EXPECT(&T, batch_ok, "ladle_nearest_centroids disagrees with brute force");
     EXPECT(&T, consistent, "converged k-means assignments are not the nearest centroids");
 
-    /* k = 1 and k = n */
-    ladle_kmeans(x, N, D, 1, 3, 100, c2, assign2);
-    int one = 1;
-    for (int i = 0; i < N; i++) one &= assign2[i] == 0;
-    EXPECT(&T, one, "k = 1 does not put every point in cluster 0");
-    {
-        enum { M = 12 };
-        float cm[M * D];
-        int am[M], seen[M] = {0};
-        ladle_kmeans(x, M, D, M, 3, 100, cm, am);
-        int each = 1;
-        for (int i = 0; i < M; i++) seen[am[i]]++;
-        for (int j = 0; j < M; j++) each &= seen[j] == 1;
-        EXPECT(&T, each, "k = n does not give one point per cluster");
-    }
-
-    /* duplicates: more clusters than distinct points; re-seeding keeps none empty */
-    {
-        enum { M = 10, KD = 5 };
-        float xd[M * D], cd[KD * D];
-        int ad[M], seen[KD] = {0};
-        for (int i = 0; i < M; i++)
-            for (int t = 0; t < D; t++) xd[i * D + t] = (i < 7 ? dirs[t] : dirs[(1 + i % 2) * D + t]);
-        ladle_kmeans(xd, M, D, KD, 9, 50, cd, ad);
-        for (int i = 0; i < M; i++) seen[ad[i]]++;
-        int nonempty = 1;
-        for (int j = 0; j < KD; j++) nonempty &= seen[j] > 0;
-        EXPECT(&T, nonempty, "a cluster is empty with duplicate points");
-    }
     free(x);
     free(dirs);
 }
@@ -667,7 +638,7 @@ int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
     test_embedding();
-    test_kmeans();
+    test_cluster_embeddings();
     test_histogram();
     test_prep_clusters();
     int rc = test_summary(&T, "test_embed");

@@ -235,59 +235,6 @@ static void test_planted(int z, int d, int seeds, float noise)
     free(group); free(labels); free(again); free(a);
 }
 
-/* k-means directly: coincident points (which leave clusters empty unless refilled),
- * k = n, and well-separated blobs. */
-static double inertia_of(const double *x, int n, int dim, int k, const int *labels)
-{
-    double *cent = calloc((size_t)k * dim, sizeof(double)), s = 0.0;
-    int *cnt = calloc((size_t)k, sizeof(int));
-    for (int i = 0; i < n; i++) {
-        cnt[labels[i]]++;
-        for (int t = 0; t < dim; t++) cent[(size_t)labels[i] * dim + t] += x[(size_t)i * dim + t];
-    }
-    for (int c = 0; c < k; c++)
-        for (int t = 0; t < dim; t++) cent[(size_t)c * dim + t] /= cnt[c] ? cnt[c] : 1;
-    for (int i = 0; i < n; i++)
-        for (int t = 0; t < dim; t++) {
-            double e = x[(size_t)i * dim + t] - cent[(size_t)labels[i] * dim + t];
-            s += e * e;
-        }
-    free(cent); free(cnt);
-    return s;
-}
-
-static void test_kmeans(void)
-{
-    double x[120];
-    int labels[40];
-    for (int i = 0; i < 30; i++) x[i] = 0.25;   /* 10 identical points in 3-D */
-    for (int k = 1; k <= 10; k++) {
-        double in = ladle_prune_kmeans(x, 10, 3, k, 5, labels);
-        EXPECT(&T, labels_canonical(labels, 10, k) && in == 0.0, "kmeans identical points k=%d: empty cluster or inertia %g", k, in);
-    }
-    for (int i = 0; i < 10; i++) x[i] = i % 2 ? 1.0 : -1.0;   /* two locations, 1-D */
-    for (int k = 1; k <= 10; k++) {
-        double in = ladle_prune_kmeans(x, 10, 1, k, 6, labels);
-        EXPECT(&T, labels_canonical(labels, 10, k), "kmeans two locations k=%d: some cluster empty", k);
-        EXPECT(&T, k == 1 || in == 0.0, "kmeans two locations k=%d: inertia %g", k, in);
-    }
-    /* 40 points in 3-D around 5 far-apart centres */
-    int group[40];
-    for (int i = 0; i < 40; i++) {
-        group[i] = test_below(80000, (uint64_t)i, 5);
-        if (i < 5) group[i] = i;
-        for (int t = 0; t < 3; t++)
-            x[i * 3 + t] = 10.0 * ((group[i] >> t) & 1) + 10.0 * (group[i] == 4 && t == 0 ? 1.5 : 0.0) +
-                           test_uniform(80001, (uint64_t)(i * 3 + t), -1.0f, 1.0f);
-    }
-    double in = ladle_prune_kmeans(x, 40, 3, 5, 7, labels);
-    EXPECT(&T, same_partition(labels, group, 40, 5), "kmeans blobs: not recovered");
-    EXPECT(&T, fabs(in - inertia_of(x, 40, 3, 5, labels)) < 1e-9 * (1 + in), "kmeans blobs: inertia %g, recomputed %g",
-           in, inertia_of(x, 40, 3, 5, labels));
-    in = ladle_prune_kmeans(x, 40, 3, 40, 7, labels);
-    EXPECT(&T, labels_canonical(labels, 40, 40) && in == 0.0, "kmeans k = n: inertia %g", in);
-}
-
 /* Degenerate affinities: whatever the structure, every group must be non-empty. */
 static void test_degenerate(void)
 {
@@ -550,7 +497,6 @@ int main(int argc, char **argv)
     test_planted(128, 16, 3, 0.1f);
     test_planted(5, 5, 3, 0.1f);
     test_planted(7, 1, 3, 0.1f);
-    test_kmeans();
     test_degenerate();
     test_logit_groups(16, 4, 2000);
     test_logit_groups(32, 8, 2000);

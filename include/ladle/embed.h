@@ -1,4 +1,4 @@
-/* embed: a fixed document embedding computable in C, spherical k-means, and the
+/* embed: a fixed document embedding computable in C, its clusters, and the
  * histogram of nearest centroids that turns example texts into domain weights
  * (METHODS.md section 1, "Specialising").
  *
@@ -47,17 +47,15 @@ void ladle_embed(const ladle_embedder *e, const uint8_t *text, size_t len, float
 void ladle_embed_batch(const ladle_embedder *e, const uint8_t *const *docs, const size_t *lens, size_t n,
                        float *out);
 
-/* Spherical k-means of n unit vectors x [n x d] into k clusters (1 <= k <= n): greedy
- * k-means++ seeding (cosine distance 1 - x.c, which for unit vectors is half the squared
- * Euclidean distance, so sampling proportional to it is k-means++'s D^2 rule; counter
- * RNG with seed), then Lloyd iterations on cosine similarity until no assignment changes
- * or max_iters (>= 1). centroids [k x d] (unit norm), assign [n]. An empty cluster is
- * re-seeded with the point farthest from its centroid, so with k <= n every cluster has
- * at least one point. Deterministic for a given input and seed. */
-void ladle_kmeans(const float *x, size_t n, int d, int k, uint64_t seed, int max_iters,
-                  float *centroids, int *assign);
+/* Clusters of n embeddings x [n x d] (unit or all-zero rows), 1 <= k <= n: kmeans.h's
+ * spherical k-means, one seeding from (seed, stream LADLE_STREAM_INIT + 201), at most
+ * 100 Lloyd iterations. centroids [k x d] (unit norm), assign [n], every cluster
+ * non-empty, numbered by first appearance. Deterministic for a given input and seed. */
+void ladle_cluster_embeddings(const float *x, size_t n, int d, int k, uint64_t seed, float *centroids,
+                              int *assign);
 
-/* Index of the centroid with the largest cosine similarity to x (ties: lowest index). */
+/* Index of the centroid with the largest cosine similarity to x (ties: lowest index),
+ * as ladle_cluster_embeddings assigns. */
 int ladle_nearest_centroid(const float *centroids, int k, int d, const float *x);
 /* The same for n points x [n x d]: assign[n], and sim[n] (may be NULL) the similarity to
  * the chosen centroid. */

@@ -22,6 +22,12 @@ enum {
 _Noreturn void ladle_fail_at(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 _Noreturn void ladle_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A usage error met while holding something to release first (an open HDF5 file, a
+ * half-written output): the message is formatted, then cleanup(ctx) runs (if not NULL),
+ * then as ladle_usage_error. In that order because the message's arguments may point
+ * into what cleanup frees. */
+_Noreturn void ladle_usage_error_cleanup(void (*cleanup)(void *ctx), void *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #define LADLE_FAIL(...) ladle_fail_at(__FILE__, __LINE__, __VA_ARGS__)
 #define LADLE_CHECK(cond, ...) \

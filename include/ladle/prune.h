@@ -26,20 +26,13 @@ double ladle_hungarian(const double *score, int n, int *assign);
  * (single precision). */
 void ladle_router_affinity(const float *logits, size_t tokens, int z, float *affinity);
 
-/* k-means of n points x [n, dim] into k clusters, 1 <= k <= n: greedy k-means++ seeding
- * (counter RNG, stream LADLE_STREAM_EXPERT + 2, step = restart), Lloyd iterations, 100
- * restarts, the lowest inertia kept. labels[n] in 0..k-1, every cluster non-empty (an empty
- * one takes the point farthest from its centre), numbered by first appearance. Returns the
- * inertia (sum of squared distances to the centres). Separate from embed.h's spherical
- * ladle_kmeans: double precision, Euclidean (an all-zero spectral row is a valid point), and
- * restarts, since z is small and a local minimum would misgroup experts. */
-double ladle_prune_kmeans(const double *x, int n, int dim, int k, uint64_t seed, int *labels);
-
 /* Spectral clustering (Ng-Jordan-Weiss) of the symmetric affinity [z, z] (entries >= 0,
  * diagonal included as self-loops) into d groups, 1 <= d <= z: the d smallest eigenvectors
- * of I - D^-1/2 A D^-1/2 (LAPACKE_dsyevd), rows scaled to unit length, ladle_prune_kmeans on the
- * rows. labels[z] in 0..d-1, every group non-empty, numbered in order of first appearance
- * (labels[0] = 0). Same (affinity, d, seed) -> same labels. */
+ * of I - D^-1/2 A D^-1/2 (LAPACKE_dsyevd), rows scaled to unit length, then kmeans.h's
+ * Euclidean k-means on the rows (an all-zero row is a valid point there), seeded from
+ * (seed, stream LADLE_STREAM_EXPERT + 2), with 100 restarts since z is small and a local
+ * minimum would misgroup experts. labels[z] in 0..d-1, every group non-empty, numbered in
+ * order of first appearance (labels[0] = 0). Same (affinity, d, seed) -> same labels. */
 void ladle_spectral_cluster(const float *affinity, int z, int d, uint64_t seed, int *labels);
 
 /* One UNCURL group. w1, b1, w2, b2: the whole bank (Z experts, layout above); members[m]:
