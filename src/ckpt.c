@@ -61,17 +61,6 @@ static void select_flat(hid_t space, const tensor_space *ts, int plane, hsize_t 
     for (int i = 0; i < n; i++) or_block(space, ts, plane, b[i].row, b[i].col, b[i].rows, b[i].cols, first);
 }
 
-/* The part of tensor t inside [lo, hi) of the flat vector, as offsets into the tensor. */
-static int tensor_part(const ladle_tensor *t, size_t lo, size_t hi, size_t *x0, size_t *x1)
-{
-    size_t a = t->offset > lo ? t->offset : lo;
-    size_t b = t->offset + t->size < hi ? t->offset + t->size : hi;
-    if (a >= b) return 0;
-    *x0 = a - t->offset;
-    *x1 = b - t->offset;
-    return 1;
-}
-
 typedef enum { IO_WRITE, IO_READ } io_dir;
 
 /* Read or write of one dataset by every rank: this rank's flat range [x0, x1) of every
@@ -278,7 +267,7 @@ static void transfer_set(hid_t parent, io_dir dir, const ladle_model *m, const l
         tensor_space ts = space_of(t, 0);
         hid_t dset = dir == IO_WRITE ? create_dataset(shared, t->name, &ts) : open_dataset(shared, "shared", t->name, &ts, path);
         size_t x0 = 0, x1 = 0;
-        int have = tensor_part(t, s->lo, s->hi, &x0, &x1);
+        int have = ladle_range_part(t->offset, t->size, s->lo, s->hi, &x0, &x1);
         float *buf = have ? p->shared + (t->offset + x0 - s->lo) : NULL;
         transfer(dset, &ts, 0, have, x0, x1, buf, x1 - x0, dir);
         H5_CHECK(H5Dclose(dset));
@@ -294,7 +283,7 @@ static void transfer_set(hid_t parent, io_dir dir, const ladle_model *m, const l
         hid_t dset = dir == IO_WRITE ? create_dataset(experts, t->name, &ts)
                                      : open_dataset(experts, "experts", t->name, &ts, path);
         size_t x0 = 0, x1 = 0;
-        int have = tensor_part(t, soup->own_lo, soup->own_lo + soup->own_len, &x0, &x1);
+        int have = ladle_range_part(t->offset, t->size, soup->own_lo, soup->own_lo + soup->own_len, &x0, &x1);
         float *buf = have ? p->experts + (t->offset + x0 - soup->own_lo) : NULL;
         transfer(dset, &ts, soup->n, have, x0, x1, buf, soup->own_len, dir);
         H5_CHECK(H5Dclose(dset));

@@ -25,7 +25,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,17 +35,13 @@
 
 /* A problem with the file: close it (strong close degree closes everything in it) and
  * stop with a usage error; every rank reads the same bytes, so every rank gets here. */
-__attribute__((format(printf, 2, 3)))
-static _Noreturn void reject(hid_t file, const char *fmt, ...)
+/* A problem with the file: close it (the strong close degree closes everything in it) and
+ * stop with a usage error; every rank reads the same bytes, so every rank gets there. */
+static void close_file(void *file)
 {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (file >= 0) H5Fclose(file);
-    ladle_usage_error("%s", msg);
+    if (*(hid_t *)file >= 0) H5Fclose(*(hid_t *)file);
 }
+#define reject(file, ...) ladle_usage_error_cleanup(close_file, &(hid_t){(file)}, __VA_ARGS__)
 
 static char *dup_string(const char *s)
 {

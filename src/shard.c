@@ -37,6 +37,16 @@ double ladle_shard_sumsq(const ladle_shard *s, const float *slice)
     return total;
 }
 
+int ladle_range_part(size_t offset, size_t size, size_t lo, size_t hi, size_t *x0, size_t *x1)
+{
+    size_t a = offset > lo ? offset : lo;
+    size_t b = offset + size < hi ? offset + size : hi;
+    if (a >= b) return 0;
+    *x0 = a - offset;
+    *x1 = b - offset;
+    return 1;
+}
+
 int ladle_flat_blocks(size_t x0, size_t x1, size_t cols, ladle_block blocks[3])
 {
     int n = 0;

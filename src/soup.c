@@ -123,17 +123,6 @@ void ladle_soup_init(ladle_soup *soup, const ladle_model *model, float std, uint
     }
 }
 
-/* The part of tensor t inside the slice [lo, lo + len) of the flat vector, as tensor offsets. */
-static int slice_part(const ladle_tensor *t, size_t lo, size_t len, size_t *x0, size_t *x1)
-{
-    size_t a = t->offset > lo ? t->offset : lo;
-    size_t b = t->offset + t->size < lo + len ? t->offset + t->size : lo + len;
-    if (a >= b) return 0;
-    *x0 = a - t->offset;
-    *x1 = b - t->offset;
-    return 1;
-}
-
 /* A block of a low-rank matrix inside this rank's slice (ladle_flat_blocks). */
 typedef struct {
     size_t rows, cols;
@@ -150,7 +139,7 @@ static int site_blocks(const ladle_soup *soup, const ladle_model *model, int s, 
     const ladle_tensor *t = &model->tensors[site->tensor];
     const size_t lo = soup->own_lo - soup->slice_offset;   /* the slice's first global index */
     size_t x0, x1;
-    if (!slice_part(t, lo, slice_len, &x0, &x1)) return 0;
+    if (!ladle_range_part(t->offset, t->size, lo, lo + slice_len, &x0, &x1)) return 0;
     const size_t cols = (size_t)t->shape[1], nr = (size_t)soup->n * (size_t)soup->rank;
     ladle_block flat[3];
     int nb = ladle_flat_blocks(x0, x1, cols, flat);

@@ -36,6 +36,10 @@ typedef struct {
 
 int ladle_flat_blocks(size_t x0, size_t x1, size_t cols, ladle_block blocks[3]);
 
+/* The part of a tensor (flat elements [offset, offset + size)) inside the flat range
+ * [lo, hi), as offsets [x0, x1) into the tensor. Returns 0 when they do not overlap. */
+int ladle_range_part(size_t offset, size_t size, size_t lo, size_t hi, size_t *x0, size_t *x1);
+
 /* Sum of squares of every rank's slice, in double (MPI_Allreduce). */
 double ladle_shard_sumsq(const ladle_shard *shard, const float *slice);
 
