@@ -46,14 +46,7 @@ static doc make_text(size_t n, unsigned seed)
     return d;
 }
 
-static char *path_of(const char *rel)
-{
-    static char buf[8][1024];
-    static int next = 0;
-    char *p = buf[next++ % 8];
-    snprintf(p, sizeof buf[0], "%s/%s", root, rel);
-    return p;
-}
+#define path_of(rel) test_path(root, (rel))
 
 static void write_file(const char *rel, const void *data, size_t n)
 {

@@ -260,22 +260,6 @@ static void synthetic(float *x, int *truth, float *dirs, size_t n, int d, int k,
 }
 
 /* assign equals truth up to a permutation of labels. */
-static int same_partition(const int *assign, const int *truth, size_t n, int k)
-{
-    int *map = malloc(sizeof(int) * (size_t)k), *inv = malloc(sizeof(int) * (size_t)k);
-    for (int j = 0; j < k; j++) map[j] = inv[j] = -1;
-    int ok = 1;
-    for (size_t i = 0; i < n && ok; i++) {
-        int a = assign[i], t = truth[i];
-        if (a < 0 || a >= k) { ok = 0; break; }
-        if (map[t] < 0 && inv[a] < 0) { map[t] = a; inv[a] = t; }
-        ok = map[t] == a && inv[a] == t;
-    }
-    free(map);
-    free(inv);
-    return ok;
-}
-
 static void test_cluster_embeddings(void)
 {
     enum { D = 32, K = 8, N = 400 };
@@ -286,7 +270,7 @@ static void test_cluster_embeddings(void)
     for (uint64_t seed = 1; seed <= 20; seed++) {
         synthetic(x, truth, dirs, N, D, K, 0.03f, seed);
         ladle_cluster_embeddings(x, N, D, K, seed, c1, assign);
-        if (!same_partition(assign, truth, N, K)) {
+        if (!test_same_partition(assign, truth, N, K)) {
             all_seeds_ok = 0;
             fprintf(stderr, "k-means missed the partition for seed %llu\n", (unsigned long long)seed);
         }
@@ -301,7 +285,7 @@ static void test_cluster_embeddings(void)
     double worst = 0;
     for (int j = 0; j < K; j++) worst = fmax(worst, fabs(norm(c1 + j * D, D) - 1));
     EXPECT(&T, worst < 1e-5, "centroids not unit norm (off by %g)", worst);
-    EXPECT(&T, same_partition(assign, truth, N, K), "k-means missed the partition (data seed 42)");
+    EXPECT(&T, test_same_partition(assign, truth, N, K), "k-means missed the partition (data seed 42)");
     /* each centroid lies along one of the true directions */
     int aligned = 1;
     for (int j = 0; j < K; j++) {
@@ -380,14 +364,7 @@ static void test_histogram(void)
 
 static char root[512];
 
-static char *path_of(const char *rel)
-{
-    static char buf[8][1024];
-    static int next = 0;
-    char *p = buf[next++ % 8];
-    snprintf(p, sizeof buf[0], "%s/%s", root, rel);
-    return p;
-}
+#define path_of(rel) test_path(root, (rel))
 
 static void write_file(const char *rel, const text *t)
 {

@@ -184,21 +184,6 @@ static void planted_groups(int *group, int z, int d, uint64_t step)
 }
 
 /* labels equal group up to a renaming of the groups (a bijection). */
-static int same_partition(const int *labels, const int *group, int z, int d)
-{
-    int *to = malloc((size_t)d * sizeof(int)), *from = malloc((size_t)d * sizeof(int));
-    for (int c = 0; c < d; c++) to[c] = from[c] = -1;
-    int ok = 1;
-    for (int i = 0; i < z && ok; i++) {
-        int g = group[i], l = labels[i];
-        if (l < 0 || l >= d) { ok = 0; break; }
-        if (to[g] < 0 && from[l] < 0) { to[g] = l; from[l] = g; }
-        else if (to[g] != l || from[l] != g) ok = 0;
-    }
-    free(to); free(from);
-    return ok;
-}
-
 static int labels_canonical(const int *labels, int z, int d)
 {
     int next = 0;
@@ -225,7 +210,7 @@ static void test_planted(int z, int d, int seeds, float noise)
                 a[(size_t)i * z + j] = a[(size_t)j * z + i] = v;
             }
         ladle_spectral_cluster(a, z, d, (uint64_t)s, labels);
-        exact += same_partition(labels, group, z, d);
+        exact += test_same_partition(labels, group, z, d);
         EXPECT(&T, labels_canonical(labels, z, d), "spectral z=%d d=%d seed=%d: labels not 0..d-1 by first appearance", z, d, s);
         ladle_spectral_cluster(a, z, d, (uint64_t)s, again);
         EXPECT(&T, memcmp(labels, again, (size_t)z * sizeof(int)) == 0, "spectral z=%d d=%d seed=%d: not deterministic", z, d, s);
@@ -272,7 +257,7 @@ static void test_logit_groups(int z, int d, size_t tokens)
             h[t * z + i] = proto[t * d + group[i]] + 0.4f * test_uniform(step + 2, t * z + i, -1.0f, 1.0f);
     ladle_router_affinity(h, tokens, z, a);
     ladle_spectral_cluster(a, z, d, 1, labels);
-    EXPECT(&T, same_partition(labels, group, z, d), "spectral from logits z=%d d=%d: planted groups not recovered", z, d);
+    EXPECT(&T, test_same_partition(labels, group, z, d), "spectral from logits z=%d d=%d: planted groups not recovered", z, d);
     free(group); free(labels); free(h); free(a); free(proto);
 }
 

@@ -28,4 +28,14 @@ static inline int file_equal(const char *a, const char *b)
     return same;
 }
 
+/* root/rel in one of 8 rotating buffers (enough for the arguments of one call). */
+static inline char *test_path(const char *root, const char *rel)
+{
+    static char buf[8][1024];
+    static int next = 0;
+    char *p = buf[next++ % 8];
+    snprintf(p, sizeof buf[0], "%s/%s", root, rel);
+    return p;
+}
+
 #endif

@@ -77,4 +77,22 @@ static inline int test_summary(const test_counts *c, const char *name)
     return c->failed == 0 && c->passed > 0 ? 0 : 1;
 }
 
+/* Is labels[] the partition truth[] up to a renaming of the k labels (both in [0, k))? */
+static inline int test_same_partition(const int *labels, const int *truth, size_t n, int k)
+{
+    int *to = malloc(sizeof(int) * (size_t)k), *from = malloc(sizeof(int) * (size_t)k);
+    if (!to || !from) { fprintf(stderr, "out of memory\n"); exit(1); }
+    for (int j = 0; j < k; j++) to[j] = from[j] = -1;
+    int ok = 1;
+    for (size_t i = 0; i < n && ok; i++) {
+        int l = labels[i], t = truth[i];
+        if (l < 0 || l >= k) { ok = 0; break; }
+        if (to[t] < 0 && from[l] < 0) { to[t] = l; from[l] = t; }
+        ok = to[t] == l && from[l] == t;
+    }
+    free(to);
+    free(from);
+    return ok;
+}
+
 #endif
