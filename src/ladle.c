@@ -73,21 +73,19 @@ static void set_threads(void)
 }
 
 /* srun without an MPI plugin that Open MPI understands (Debian's speaks PMIx only) starts
- * SLURM_STEP_NUM_TASKS separate one-rank jobs that would all train into the same run
- * directory. Detected as: an srun task step of N > 1 tasks, but a world of a different size.
- * mpiexec inside an allocation is not an srun step of our own ranks (Open MPI sets
- * OMPI_COMM_WORLD_SIZE), and may use fewer ranks than SLURM_NTASKS on purpose (scaling). */
+ * SLURM_STEP_NUM_TASKS separate processes that Open MPI would abort in MPI_Init with a
+ * generic message (or, with another build, run as one-rank jobs training into the same run
+ * directory). Such a task has the step's variables but neither PMIx's (srun --mpi=pmix)
+ * nor Open MPI's own launcher's (mpiexec, also inside an allocation). Checked before
+ * MPI_Init, so every task prints the reason and exits 2. */
 static void check_slurm_launch(void)
 {
     const char *step = getenv("SLURM_STEP_NUM_TASKS");
-    if (!step || getenv("OMPI_COMM_WORLD_SIZE")) return;
-    char *end = NULL;
-    long tasks = strtol(step, &end, 10);
-    if (end == step || *end || tasks == world_size()) return;
-    ladle_usage_error("srun started %ld tasks (SLURM_STEP_NUM_TASKS=%s) but they form an MPI world of %d: srun "
-                      "launched separate one-rank jobs, most likely because its MPI plugin does not match Open "
-                      "MPI's. Use 'srun --mpi=pmix' (see 'srun --mpi=list') or mpiexec inside the allocation",
-                      tasks, step, world_size());
+    if (!step || getenv("PMIX_RANK") || getenv("OMPI_COMM_WORLD_SIZE")) return;
+    fprintf(stderr, "ladle: error: srun started this process as one of %s tasks (SLURM_STEP_NUM_TASKS) "
+            "without an MPI plugin Open MPI understands, so the tasks cannot form one MPI world. Use "
+            "'srun --mpi=pmix' (see 'srun --mpi=list') or mpiexec inside the allocation\n", step);
+    exit(LADLE_EXIT_USAGE);
 }
 
 static long parse_long(const char *flag, const char *text, long min)
@@ -610,6 +608,7 @@ static int cmd_prune(int argc, char **argv)
 int main(int argc, char **argv)
 {
     setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0);
+    check_slurm_launch();
     if (MPI_Init(&argc, &argv) != MPI_SUCCESS) {
         fprintf(stderr, "ladle: error: MPI_Init failed\n");
         return LADLE_EXIT_FAILURE;
@@ -617,7 +616,6 @@ int main(int argc, char **argv)
     /* errors come back to us, so they are reported with file:line (error.h) */
     MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
     set_threads();
-    check_slurm_launch();
     int rc = LADLE_EXIT_OK;
     const char *cmd = argc > 1 ? argv[1] : NULL;
     if (!cmd || !strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
