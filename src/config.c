@@ -31,6 +31,7 @@ static const key_spec KEYS[] = {
     KEY("model.context", KEY_INT, context, "128", 1, 65536, "context length T in bytes"),
     KEY("model.init_std", KEY_FLOAT, init_std, "0.02", 0, 10, "std of the normal initial weights"),
     KEY("model.ffn", KEY_TEXT, ffn, "dense", 0, 0, "FFN site of each layer: dense, moe (top-k tokens), smear (soft-merged experts per segment), tag (expert = domain label); one word for all layers or a comma list, one per layer"),
+    KEY("model.ffn_mult", KEY_INT, ffn_mult, "4", 1, 4096, "hidden width of the dense FFN sites, in multiples of model.dim (the experts of moe/smear/tag sites keep 4 x model.dim): a dense model with as many parameters as a routed one"),
     KEY("smear.experts", KEY_INT, smear_experts, "4", 1, 4096, "experts at each smear/tag site"),
     KEY("smear.segment", KEY_INT, smear_segment, "32", 1, 65536, "tokens per SMEAR routing segment (must divide model.context); segment s is routed on the mean of segment s-1"),
     CHOICE("smear.kind", smear_kind, "ffn", "ffn|adapter", "smear/tag experts: full FFNs replacing the layer's FFN, or bottleneck adapters (C -> r -> C, swish) after its attention and FFN sub-layers (the paper's placement)"),

@@ -30,19 +30,20 @@ static const char *USAGE =
     "usage: ladle COMMAND [ARGS]\n"
     "\n"
     "commands:\n"
-    "  prep      build a corpus file from text:  ladle prep -o CORPUS.h5 --domain NAME=PATH[,PATH...] ...\n"
-    "  train     train a model (under mpiexec):  ladle train [CONFIG] [key=value ...] [--force]\n"
-    "  eval      per-domain bits per byte:       ladle eval MODEL.h5 --corpus CORPUS.h5 [--json]\n"
-    "  generate  sample text from a model:       ladle generate MODEL.h5 --prompt TEXT [--bytes N]\n"
-    "  instantiate  a soup's specialist:         ladle instantiate SOUP.h5 -o MODEL.h5 --weights NAME=W,... | --like FILE...\n"
-    "  fit-weights  fit h to examples, then instantiate: ladle fit-weights SOUP.h5 --like FILE... -o MODEL.h5\n"
-    "  prune     UNCURL expert pruning for a task: ladle prune MODEL.h5 --task FILE... --experts D -o OUT.h5\n"
-    "  inspect   describe any ladle file:        ladle inspect FILE [--dump TENSOR] [--json]\n"
-    "  keys      list every configuration key with its default\n"
+    "  prep         build a corpus file from text   ladle prep -o CORPUS.h5 --domain NAME=PATH[,PATH...] ...\n"
+    "  train        train a model (under mpiexec)   ladle train [CONFIG] [key=value ...] [--fresh [--force]] [--dry-run]\n"
+    "  eval         bits per byte on every domain   ladle eval MODEL.h5 --corpus CORPUS.h5 [--specialize] [--json]\n"
+    "  generate     sample text from a model        ladle generate MODEL.h5 [--prompt TEXT] [--bytes N]\n"
+    "  instantiate  a soup's specialist             ladle instantiate SOUP.h5 -o MODEL.h5 --weights NAME=W,... | --like FILE...\n"
+    "  fit-weights  fit h to examples, instantiate  ladle fit-weights SOUP.h5 --like FILE... -o MODEL.h5\n"
+    "  prune        UNCURL pruning for a task       ladle prune MODEL.h5 --task FILE... --experts D -o OUT.h5\n"
+    "  inspect      describe any ladle file         ladle inspect FILE [--dump TENSOR] [--json]\n"
+    "  keys         the configuration keys          ladle keys   (a Markdown table: key, default, meaning)\n"
     "\n"
-    "options: --help, --version. 'ladle COMMAND --help' describes a command.\n"
+    "options: -h, --help, --version. 'ladle COMMAND --help' describes a command; 'man ladle' once installed.\n"
+    "Threads per rank: BLIS_NUM_THREADS (or OMP_NUM_THREADS), default 1.\n"
     "exit codes: 0 success, 1 runtime failure (I/O, MPI, HDF5, memory), 2 bad usage or input,\n"
-    "            3 training preempted by SIGUSR1/SIGTERM after writing a checkpoint (requeue to resume).\n";
+    "            3 training preempted by SIGUSR1/SIGTERM after writing a checkpoint (run it again to resume).\n";
 
 static int world_rank(void)
 {
@@ -131,7 +132,9 @@ static int cmd_prep(int argc, char **argv)
                    "                  [--split-doc-bytes N] [--clusters K [--embed-ngram N] [--embed-buckets N] [--embed-dim D]]\n"
                    "Each file under a PATH (directories recursively, .gz/.dz decompressed) is one document, or\n"
                    "several of at most N bytes with --split-doc-bytes N (cut after a newline where possible);\n"
-                   "documents go to the valid split with probability F (default 0.05).\n"
+                   "documents go to the valid split with probability F (default 0.05, seed S default 1).\n"
+                   "--max-doc-bytes N truncates longer documents; --max-domain-bytes N stops adding documents to a\n"
+                   "domain past N bytes (0, the default: no limit). Runs as one process (not under mpiexec).\n"
                    "--clusters K: the training domains become K k-means clusters of all the documents\n"
                    "(embedded as hashed byte 1..N-grams, default N 3, in 4096 buckets, projected to D = 64\n"
                    "dimensions); the named domains are kept under /sources for evaluation.\n");
@@ -196,27 +199,42 @@ static void clear_run_dir(const char *dir)
 static int cmd_train(int argc, char **argv)
 {
     const char *config_path = NULL;
-    int force = 0, fresh = 0, n_over = 0;
+    int force = 0, fresh = 0, dry_run = 0, n_over = 0;
+    long plan_ranks = 0;
     char **over = ladle_calloc((size_t)argc + 1, sizeof(char *), "overrides");
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help")) {
             if (world_rank() == 0)
                 printf("usage: ladle train [CONFIG] [key=value ...] [--fresh [--force]]\n"
+                       "       ladle train [CONFIG] [key=value ...] --dry-run [--ranks N]\n"
                        "Run under mpiexec for several ranks. CONFIG is a 'key = value' file; overrides follow.\n"
                        "An existing run.dir is resumed from its newest checkpoint, on any rank count. --fresh\n"
                        "starts over instead; over a run.dir that already holds a run it also needs --force, and\n"
                        "then deletes that run's checkpoints and metrics. 'ladle keys' lists the keys.\n"
-                       "Exit codes: 0 done, 3 preempted (SIGUSR1/SIGTERM; a checkpoint was written: requeue).\n");
+                       "--dry-run prints the resolved configuration (non-defaults marked), the parameter counts,\n"
+                       "each rank's share and memory, and the bytes of every collective of a step, then exits\n"
+                       "without training or writing anything (it reads only the corpus' metadata). It plans for\n"
+                       "the ranks it runs on (mpiexec -n N), or for --ranks N from a single process.\n"
+                       "Exit codes: 0 done, 2 bad usage or input, 3 preempted (SIGUSR1/SIGTERM; a checkpoint was\n"
+                       "written: run the same command again to resume).\n");
             free(over);
             return 0;
         } else if (!strcmp(argv[i], "--force")) force = 1;
         else if (!strcmp(argv[i], "--fresh")) fresh = 1;
+        else if (!strcmp(argv[i], "--dry-run")) dry_run = 1;
+        else if (!strcmp(argv[i], "--ranks")) plan_ranks = parse_long("--ranks", need_value(argc, argv, &i), 1);
         else if (strchr(argv[i], '=')) over[n_over++] = argv[i];
-        else if (argv[i][0] == '-') ladle_usage_error("train: unknown option '%s'", argv[i]);
+        else if (argv[i][0] == '-') ladle_usage_error("train: unknown option '%s' (see 'ladle train --help')", argv[i]);
         else if (!config_path) config_path = argv[i];
         else ladle_usage_error("train: two config files given ('%s' and '%s')", config_path, argv[i]);
     }
     if (force && !fresh) ladle_usage_error("train: --force only goes with --fresh (without --fresh a run resumes)");
+    if (plan_ranks && !dry_run) ladle_usage_error("train: --ranks %ld only goes with --dry-run (a run uses the ranks "
+                                                  "mpiexec starts)", plan_ranks);
+    if (plan_ranks > (1L << 20)) ladle_usage_error("train: --ranks %ld: too many", plan_ranks);
+    if (plan_ranks && world_size() > 1 && plan_ranks != world_size())
+        ladle_usage_error("train: --ranks %ld but launched on %d ranks: drop --ranks, or run one process",
+                          plan_ranks, world_size());
     ladle_config cfg;
     ladle_config_load(&cfg, config_path, n_over, over);
     free(over);
@@ -239,6 +257,15 @@ static int cmd_train(int argc, char **argv)
     if (!fresh && !state[0] && state[1])
         ladle_usage_error("run.dir '%s' holds a run without checkpoints (metrics.jsonl, no 'latest'): nothing to resume; "
                           "use --fresh --force to start over, or another run.dir", cfg.run_dir);
+    if (dry_run) {
+        ladle_train_dry_run(&cfg, plan_ranks ? (int)plan_ranks : world_size(), MPI_COMM_WORLD, stdout);
+        if (world_rank() == 0)
+            printf("run.dir '%s': %s\n", cfg.run_dir,
+                   fresh && has_run ? "holds a run, which --fresh --force would delete before starting over"
+                   : state[0]       ? "holds a run, which would be resumed from its newest checkpoint"
+                                    : "a new run would start there");
+        return 0;
+    }
     if (fresh && has_run && world_rank() == 0) clear_run_dir(cfg.run_dir);
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
     return ladle_train_run(&cfg, MPI_COMM_WORLD);
@@ -311,23 +338,29 @@ static int eval_specialize(const char *soup_path, const char *corpus_path, const
 static int cmd_eval(int argc, char **argv)
 {
     const char *model_path = NULL, *corpus_path = NULL, *weights = NULL, *baseline = NULL, *json_out = NULL;
-    int json = 0, windows = 64, batch = 8, specialize = 0, examples = 8;
+    int json = 0, windows = 64, batch = 8, specialize = 0, examples = 8, routing = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help")) {
             if (world_rank() == 0)
-                printf("usage: ladle eval MODEL.h5 --corpus CORPUS.h5 [--weights NAME=W,...] [--json] [--windows N] [--batch N]\n"
+                printf("usage: ladle eval MODEL.h5 --corpus CORPUS.h5 [--weights NAME=W,...] [--routing] [--json] [--windows N]\n"
+                       "                  [--batch N]\n"
                        "       ladle eval SOUP.h5 --corpus CORPUS.h5 --specialize [--examples M] [--baseline MODEL.h5]\n"
                        "                  [--json-out TABLE.json]\n"
                        "Loss on every domain's valid split (N windows of the model's context per domain), in bits\n"
                        "per byte. A soup is evaluated at --weights (default: uniform). --specialize instantiates a\n"
                        "specialist per domain (from M of its train documents on a clustered corpus, one-hot h\n"
                        "otherwise) and compares it with the soup at uniform h and with --baseline. Runs under\n"
-                       "mpiexec too: windows are split across ranks.\n");
+                       "mpiexec too: windows are split across ranks.\n"
+                       "--routing adds, for every routed site (moe, smear, tag, adapters), each domain's average\n"
+                       "routing distribution over the evaluated windows: moe the mean router probability per token\n"
+                       "and the top-1 fractions, smear/tag the mean merge weights per segment (tag: one-hot by\n"
+                       "construction); a model without routed sites is refused.\n");
             return 0;
         } else if (!strcmp(a, "--corpus")) corpus_path = need_value(argc, argv, &i);
         else if (!strcmp(a, "--weights")) weights = need_value(argc, argv, &i);
         else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--routing")) routing = 1;
         else if (!strcmp(a, "--specialize")) specialize = 1;
         else if (!strcmp(a, "--examples")) examples = (int)parse_long(a, need_value(argc, argv, &i), 1);
         else if (!strcmp(a, "--baseline")) baseline = need_value(argc, argv, &i);
@@ -341,6 +374,7 @@ static int cmd_eval(int argc, char **argv)
     if (!model_path || !corpus_path) ladle_usage_error("eval: usage: ladle eval MODEL.h5 --corpus CORPUS.h5");
     if (specialize) {
         if (weights) ladle_usage_error("eval: --specialize chooses the weights itself; drop --weights");
+        if (routing) ladle_usage_error("eval: --routing does not go with --specialize");
         return eval_specialize(model_path, corpus_path, baseline, examples, windows, batch, json, json_out);
     }
     if (baseline || json_out) ladle_usage_error("eval: --baseline and --json-out go with --specialize");
@@ -349,17 +383,25 @@ static int cmd_eval(int argc, char **argv)
     ladle_corpus corpus;
     ladle_corpus_open(&corpus, corpus_path, MPI_COMM_WORLD);
     ladle_corpus_check_context(&corpus, corpus_path, m.model.context);
+    ladle_routing stats;
+    ladle_routing_create(&stats, &m.model, corpus.n_domains);
+    if (routing && stats.n_sites == 0)
+        ladle_usage_error("eval: --routing: '%s' has no routed sites (model.ffn = %s): nothing to report", model_path,
+                          m.cfg.ffn);
     ladle_activations acts;
     ladle_activations_create(&acts, &m.model, batch);
     ladle_eval_result *results = ladle_calloc((size_t)corpus.n_domains, sizeof *results, "eval results");
-    ladle_eval_domains(&m.model, params, &acts, &corpus, windows, results, MPI_COMM_WORLD);
+    ladle_eval_domains_routing(&m.model, params, &acts, &corpus, windows, results, routing ? &stats : NULL,
+                               MPI_COMM_WORLD);
     if (world_rank() == 0) {
-        if (json) ladle_eval_print_json(stdout, results, corpus.n_domains);
+        if (json) ladle_eval_print_json_routing(stdout, results, corpus.n_domains, routing ? &stats : NULL);
         else {
             printf("model %s (%s, step %ld) on %s\n", model_path, m.kind, m.step, corpus_path);
             ladle_eval_print_table(stdout, results, corpus.n_domains);
+            if (routing) ladle_routing_print_table(stdout, &stats, results);
         }
     }
+    ladle_routing_free(&stats);
     free(results);
     ladle_activations_free(&acts);
     ladle_corpus_free(&corpus);
@@ -379,7 +421,10 @@ static int cmd_generate(int argc, char **argv)
         if (!strcmp(a, "--help")) {
             if (world_rank() == 0)
                 printf("usage: ladle generate MODEL.h5 [--prompt TEXT] [--bytes N] [--temperature T] [--seed S]\n"
-                       "                      [--weights NAME=W,...]   (a soup: the mixture to generate from)\n");
+                       "                      [--weights NAME=W,...]\n"
+                       "Prints TEXT (default empty) followed by N sampled bytes (default 256) at temperature T\n"
+                       "(default 0.8; 0 = greedy) from seed S (default 1). A soup is merged at --weights over its\n"
+                       "domains (default uniform: the generic model).\n");
             return 0;
         } else if (!strcmp(a, "--prompt")) prompt = need_value(argc, argv, &i);
         else if (!strcmp(a, "--weights")) weights = need_value(argc, argv, &i);
@@ -478,7 +523,8 @@ static int cmd_fit_weights(int argc, char **argv)
                        "Fits the domain weights h = softmax(z) to the example files by gradient descent (Adam, N\n"
                        "steps) through the frozen soup, starting from the histogram of their nearest clusters (the\n"
                        "clusters of --corpus, default the soup's corpus; uniform if it has none), and writes Theta(h)\n"
-                       "as a dense model. Prints the loss on the examples' windows before and after.\n");
+                       "as a dense model. Prints the loss on the examples' windows before and after. Defaults:\n"
+                       "--steps 30, --lr 0.1, --windows 64 (windows of the model's context from the examples).\n");
             free(like);
             return 0;
         }
@@ -568,10 +614,12 @@ static int cmd_prune(int argc, char **argv)
             if (world_rank() == 0)
                 printf("usage: ladle prune MODEL.h5 --task FILE... --experts D -o OUT.h5 [--method uncurl|frequency]\n"
                        "                   [--windows N]\n"
-                       "UNCURL: reduces every moe site to D experts for the task (router logits and top-1 counts\n"
-                       "over N windows of the task text, affinity (1 + cos)/2, spectral clustering, hidden units\n"
-                       "aligned by the Hungarian algorithm, frequency-weighted merge, router re-initialised).\n"
-                       "--method frequency keeps the D most used experts. Then re-train the router and fine-tune:\n"
+                       "UNCURL: reduces every moe and smear (FFN) site to D experts, 1 <= D < Z, for the task\n"
+                       "(router logits and top-1 counts over N windows of the task text, default 64; a smear site's\n"
+                       "per-segment routing probabilities stand in for the logits; affinity (1 + cos)/2, spectral\n"
+                       "clustering, hidden units aligned by the Hungarian algorithm, frequency-weighted merge,\n"
+                       "router re-initialised). --method frequency keeps the D most used experts. The output's\n"
+                       "configuration has moe.experts (smear.experts) = D. Then re-train the router and fine-tune:\n"
                        "  ladle train ... model.ffn=... moe.experts=D train.init=OUT.h5 train.only=router\n");
             free(task);
             return 0;
@@ -605,6 +653,21 @@ static int cmd_prune(int argc, char **argv)
     return 0;
 }
 
+static int cmd_keys(int argc, char **argv)
+{
+    if (argc > 0 && !strcmp(argv[0], "--help")) {
+        if (world_rank() == 0)
+            printf("usage: ladle keys\n"
+                   "Prints every configuration key of 'ladle train' with its default and meaning, as a Markdown\n"
+                   "table (the README's table is this output). A config file holds 'key = value' lines ('#'\n"
+                   "starts a comment); 'key=value' arguments of 'ladle train' override it.\n");
+        return 0;
+    }
+    if (argc > 0) ladle_usage_error("keys: unexpected argument '%s' (see 'ladle keys --help')", argv[0]);
+    if (world_rank() == 0) ladle_config_print_keys(stdout);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0);
@@ -631,9 +694,8 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "fit-weights")) rc = cmd_fit_weights(argc - 2, argv + 2);
     else if (!strcmp(cmd, "prune")) rc = cmd_prune(argc - 2, argv + 2);
     else if (!strcmp(cmd, "inspect")) rc = cmd_inspect(argc - 2, argv + 2);
-    else if (!strcmp(cmd, "keys")) {
-        if (world_rank() == 0) ladle_config_print_keys(stdout);
-    } else ladle_usage_error("unknown command '%s' (see 'ladle --help')", cmd);
+    else if (!strcmp(cmd, "keys")) rc = cmd_keys(argc - 2, argv + 2);
+    else ladle_usage_error("unknown command '%s' (see 'ladle --help')", cmd);
     MPI_CHECK(MPI_Finalize());
     return rc;
 }

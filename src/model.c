@@ -71,6 +71,7 @@ void ladle_model_create(ladle_model *m, const ladle_config *cfg)
     m->dim = cfg->dim;
     m->heads = cfg->heads;
     m->context = cfg->context;
+    m->ffn_hidden = cfg->ffn_mult * cfg->dim;
     const int L = m->layers, C = m->dim, T = m->context;
     const float std = cfg->init_std;
     /* GPT-2: projections into the residual stream are scaled down by 1/sqrt(2L) so the
@@ -118,9 +119,9 @@ void ladle_model_create(ladle_model *m, const ladle_config *cfg)
         m->site_first[l] = m->n_tensors;
         switch (m->ffn_kind[l]) {
         case LADLE_FFN_DENSE:
-            LAYER_TENSOR("ffn.w1", 4 * C, C, 1, std, 0);
-            LAYER_TENSOR("ffn.b1", 4 * C, 0, 0, 0, 0);
-            LAYER_TENSOR("ffn.w2", C, 4 * C, 1, residual_std, 0);
+            LAYER_TENSOR("ffn.w1", m->ffn_hidden, C, 1, std, 0);
+            LAYER_TENSOR("ffn.b1", m->ffn_hidden, 0, 0, 0, 0);
+            LAYER_TENSOR("ffn.w2", C, m->ffn_hidden, 1, residual_std, 0);
             LAYER_TENSOR("ffn.b2", C, 0, 0, 0, 0);
             break;
         case LADLE_FFN_MOE:
@@ -264,7 +265,7 @@ void ladle_activations_create(ladle_activations *a, const ladle_model *m, int B)
     memset(a, 0, sizeof *a);
     a->B = B;
     const size_t L = (size_t)m->layers, C = (size_t)m->dim, T = (size_t)m->context;
-    const size_t NH = (size_t)m->heads, V = LADLE_VOCAB, BT = (size_t)B * T;
+    const size_t NH = (size_t)m->heads, V = LADLE_VOCAB, BT = (size_t)B * T, H = (size_t)m->ffn_hidden;
     /* one pass to size the buffer, one to hand out the pointers */
     struct { float **ptr; size_t n; } fwd[] = {
         {&a->encoded, BT * C},
@@ -272,14 +273,14 @@ void ladle_activations_create(ladle_activations *a, const ladle_model *m, int B)
         {&a->qkv, L * BT * 3 * C}, {&a->atty, L * BT * C}, {&a->att, L * B * NH * T * T},
         {&a->attproj, L * BT * C}, {&a->residual2, L * BT * C},
         {&a->ln2, L * BT * C}, {&a->ln2_mean, L * BT}, {&a->ln2_rstd, L * BT},
-        {&a->fch, L * BT * 4 * C}, {&a->fch_gelu, L * BT * 4 * C},
+        {&a->fch, L * BT * H}, {&a->fch_gelu, L * BT * H},
         {&a->fcproj, L * BT * C}, {&a->residual3, L * BT * C},
         {&a->lnf, BT * C}, {&a->lnf_mean, BT}, {&a->lnf_rstd, BT},
         {&a->logits, BT * V}, {&a->probs, BT * V}, {&a->losses, BT}, {&a->adapt_scratch, BT * C},
     };
     struct { float **ptr; size_t n; } bwd[] = {
         {&a->d_residual, BT * C}, {&a->d_ln, BT * C}, {&a->d_atty, BT * C},
-        {&a->d_qkv, BT * 3 * C}, {&a->d_fch, BT * 4 * C}, {&a->d_fch_gelu, BT * 4 * C},
+        {&a->d_qkv, BT * 3 * C}, {&a->d_fch, BT * H}, {&a->d_fch_gelu, BT * H},
         {&a->d_logits, BT * V}, {&a->d_att_scratch, T * T}, {&a->d_adapt, BT * C},
     };
     size_t n_fwd = 0, n_bwd = 0;
@@ -333,12 +334,12 @@ void ladle_activations_free(ladle_activations *a)
 static void ffn_forward(const ladle_model *m, const float *params, ladle_activations *a, int l, float *out,
                         float *fch, float *fch_gelu, const float *x, int B)
 {
-    const int C = m->dim, T = m->context, N = B * T;
+    const int C = m->dim, T = m->context, N = B * T, H = m->ffn_hidden;
     if (m->ffn_kind[l] == LADLE_FFN_DENSE) {
         ladle_layer_params w = ladle_layer_view(m, params, l);
-        matmul_forward(fch, x, w.fc1_w, w.fc1_b, N, C, 4 * C);
-        gelu_forward(fch_gelu, fch, (size_t)N * 4 * C);
-        matmul_forward(out, fch_gelu, w.fc2_w, w.fc2_b, N, 4 * C, C);
+        matmul_forward(fch, x, w.fc1_w, w.fc1_b, N, C, H);
+        gelu_forward(fch_gelu, fch, (size_t)N * H);
+        matmul_forward(out, fch_gelu, w.fc2_w, w.fc2_b, N, H, C);
         return;
     }
     ladle_site_params s = ladle_site_view(m, params, l);
@@ -367,15 +368,15 @@ static void ffn_backward(const ladle_model *m, const float *params, float *grads
                          const float *dout, const float *fch, const float *fch_gelu, const float *x, int B,
                          float grad_scale)
 {
-    const int C = m->dim, T = m->context, N = B * T;
+    const int C = m->dim, T = m->context, N = B * T, H = m->ffn_hidden;
     if (m->ffn_kind[l] == LADLE_FFN_DENSE) {
         ladle_layer_params w = ladle_layer_view(m, params, l);
         ladle_layer_params g = ladle_layer_view(m, grads, l);
-        memset(a->d_fch_gelu, 0, (size_t)N * 4 * C * sizeof(float));
-        memset(a->d_fch, 0, (size_t)N * 4 * C * sizeof(float));
-        matmul_backward(a->d_fch_gelu, (float *)g.fc2_w, (float *)g.fc2_b, dout, fch_gelu, w.fc2_w, N, 4 * C, C);
-        gelu_backward(a->d_fch, fch, a->d_fch_gelu, (size_t)N * 4 * C);
-        matmul_backward(a->d_ln, (float *)g.fc1_w, (float *)g.fc1_b, a->d_fch, x, w.fc1_w, N, C, 4 * C);
+        memset(a->d_fch_gelu, 0, (size_t)N * H * sizeof(float));
+        memset(a->d_fch, 0, (size_t)N * H * sizeof(float));
+        matmul_backward(a->d_fch_gelu, (float *)g.fc2_w, (float *)g.fc2_b, dout, fch_gelu, w.fc2_w, N, H, C);
+        gelu_backward(a->d_fch, fch, a->d_fch_gelu, (size_t)N * H);
+        matmul_backward(a->d_ln, (float *)g.fc1_w, (float *)g.fc1_b, a->d_fch, x, w.fc1_w, N, C, H);
         return;
     }
     ladle_site_params s = ladle_site_view(m, params, l), d = ladle_site_view(m, grads, l);
@@ -446,7 +447,7 @@ double ladle_model_forward(const ladle_model *m, const float *params, ladle_acti
         float *att = a->att + (size_t)l * B * NH * T * T;
         float *attproj = a->attproj + l * BTC, *residual2 = a->residual2 + l * BTC;
         float *ln2 = a->ln2 + l * BTC, *ln2_mean = a->ln2_mean + l * BT, *ln2_rstd = a->ln2_rstd + l * BT;
-        float *fch = a->fch + l * 4 * BTC, *fch_gelu = a->fch_gelu + l * 4 * BTC;
+        float *fch = a->fch + l * BT * m->ffn_hidden, *fch_gelu = a->fch_gelu + l * BT * m->ffn_hidden;
         float *fcproj = a->fcproj + l * BTC, *residual3 = a->residual3 + l * BTC;
 
         layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, w.ln1_w, w.ln1_b, N, C);
@@ -508,7 +509,7 @@ void ladle_model_backward(const ladle_model *m, const float *params, float *grad
         const float *att = a->att + (size_t)l * B * NH * T * T;
         const float *residual2 = a->residual2 + l * BTC;
         const float *ln2 = a->ln2 + l * BTC, *ln2_mean = a->ln2_mean + l * BT, *ln2_rstd = a->ln2_rstd + l * BT;
-        const float *fch = a->fch + l * 4 * BTC, *fch_gelu = a->fch_gelu + l * 4 * BTC;
+        const float *fch = a->fch + l * BT * m->ffn_hidden, *fch_gelu = a->fch_gelu + l * BT * m->ffn_hidden;
 
         memset(a->d_ln, 0, BTC * sizeof(float));
         const float *fcproj = a->fcproj + l * BTC, *attproj = a->attproj + l * BTC;
@@ -541,6 +542,7 @@ double ladle_model_flops_per_token(const ladle_model *m)
     for (int l = 0; l < m->layers; l++) {
         matmul_weights += 4.0 * C * C;
         if (m->ffn_kind[l] == LADLE_FFN_MOE) matmul_weights += 8.0 * C * C * m->moe.top_k + m->moe.Z * C;
+        else if (m->ffn_kind[l] == LADLE_FFN_DENSE) matmul_weights += 2.0 * C * m->ffn_hidden;
         else matmul_weights += 8.0 * C * C;
     }
     return 6.0 * matmul_weights + 3.0 * m->layers * 2.0 * 2.0 * C * (T + 1.0) / 2.0;

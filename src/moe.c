@@ -84,6 +84,7 @@ void ladle_moe_cache_free(ladle_moe_cache *c)
 
 const int *ladle_moe_top1(const ladle_moe_cache *cache) { return cache->top1; }
 const float *ladle_moe_logits(const ladle_moe_cache *cache) { return cache->logits; }
+const float *ladle_moe_probs(const ladle_moe_cache *cache) { return cache->probs; }
 
 static void check_call(const ladle_moe_cache *c, int B, int T, int C, const ladle_moe_dims *dims)
 {

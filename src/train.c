@@ -9,6 +9,8 @@
 
 #include <blis.h>
 #include <errno.h>
+#include <hdf5.h>
+#include <malloc.h>
 #include <signal.h>
 #include <math.h>
 #include <stdio.h>
@@ -22,24 +24,370 @@ static float *alloc_floats(size_t n, const char *what)
     return ladle_calloc(n, sizeof(float), what);
 }
 
+/* ---- the plan of a run ------------------------------------------------------------- */
+
+/* Checks of a configuration against its corpus, the same for a run and a dry run. */
+static void check_corpus_fits(const ladle_config *cfg, const ladle_corpus *corpus)
+{
+    ladle_corpus_check_context(corpus, cfg->corpus, cfg->context);
+    if (cfg->meta_support > corpus->n_domains)
+        ladle_usage_error("meta.support = %d exceeds the corpus' %d domains", cfg->meta_support, corpus->n_domains);
+}
+
+static void need_corpus(const ladle_config *cfg)
+{
+    if (cfg->corpus[0] == '\0') ladle_usage_error("data.corpus is not set: give the corpus file written by 'ladle prep'");
+}
+
+/* What ladle_corpus_open holds in memory: both splits' bytes and document offsets. */
+static size_t corpus_memory(const ladle_corpus *c)
+{
+    size_t bytes = (size_t)c->n_domains * sizeof(ladle_domain);
+    for (int d = 0; d < c->n_domains; d++) {
+        const ladle_domain *x = &c->domains[d];
+        bytes += x->train_bytes + x->valid_bytes + (x->train_docs + 1 + x->valid_docs + 1) * sizeof(uint64_t);
+    }
+    return bytes;
+}
+
+/* Bytes the C library has handed out (glibc: arena and mmap'd chunks); 0 where unknown. */
+static size_t allocated_bytes(void)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+#else
+    return 0;
+#endif
+}
+
+/* ladle_activations_create, returning what it allocated: the sizes are spread over
+ * model.c, moe.c and smear.c, so measuring is the one way that cannot drift from them. */
+static size_t create_activations(ladle_activations *acts, const ladle_model *model, int B)
+{
+    size_t before = allocated_bytes();
+    ladle_activations_create(acts, model, B);
+    size_t after = allocated_bytes();
+    return after > before ? after - before : 0;
+}
+
+void ladle_train_plan_make(ladle_train_plan *plan, const ladle_config *cfg, int domains, size_t corpus_bytes,
+                           int ranks)
+{
+    LADLE_CHECK(ranks > 0 && domains > 0, "bad plan: %d ranks, %d domains", ranks, domains);
+    memset(plan, 0, sizeof *plan);
+    plan->ranks = ranks;
+    plan->domains = domains;
+    plan->corpus_bytes = corpus_bytes;
+    plan->batch = cfg->batch;
+    plan->context = cfg->context;
+    plan->experts = cfg->experts;
+    plan->expert_rank = cfg->experts > 0 ? cfg->expert_rank : 0;
+    ladle_model model;
+    ladle_model_create(&model, cfg);   /* the tensor table only: no parameters */
+    plan->shared = model.n_params;
+    /* ladle_shard_create's split; ladle_trainer_create checks that they agree */
+    plan->slice = (model.n_params + (size_t)ranks - 1) / (size_t)ranks;
+    if (plan->slice == 0) plan->slice = 1;
+    plan->padded = plan->slice * (size_t)ranks;
+    ladle_soup_bank_range(&model, cfg->experts_on, &plan->bank_lo, &plan->bank_hi);
+    const size_t n = (size_t)plan->experts, r = (size_t)plan->expert_rank;
+    if (n > 0 && r == 0) plan->bank = n * (plan->bank_hi - plan->bank_lo);
+    /* low-rank: U [rows x n r] and V [cols x n r] for every matrix of the bank range */
+    for (int i = 0; i < model.n_tensors && n > 0 && r > 0; i++) {
+        const ladle_tensor *t = &model.tensors[i];
+        if (t->ndim == 2 && t->offset >= plan->bank_lo && t->offset < plan->bank_hi)
+            plan->lowrank += ((size_t)t->shape[0] + (size_t)t->shape[1]) * n * r;
+    }
+    if (n > 0) {
+        ladle_router router;   /* a table: nothing allocated */
+        ladle_router_create(&router, domains, cfg->router_hidden, plan->experts, (ladle_alpha_kind)cfg->router_alpha);
+        plan->router = router.n_params;
+    }
+    ladle_model_free(&model);
+}
+
+ladle_rank_share ladle_train_plan_share(const ladle_train_plan *plan, int rank)
+{
+    ladle_rank_share s;
+    size_t lo = (size_t)rank * plan->slice;
+    s.lo = lo < plan->shared ? lo : plan->shared;
+    s.hi = lo + plan->slice < plan->shared ? lo + plan->slice : plan->shared;
+    size_t a = s.lo > plan->bank_lo ? s.lo : plan->bank_lo, b = s.hi < plan->bank_hi ? s.hi : plan->bank_hi;
+    s.bank_own = plan->bank > 0 && a < b ? (size_t)plan->experts * (b - a) : 0;
+    /* a contiguous share of the global batch; a rank may have none when batch < ranks */
+    s.b_lo = (int)((long)plan->batch * rank / plan->ranks);
+    s.b_hi = (int)((long)plan->batch * (rank + 1) / plan->ranks);
+    return s;
+}
+
+/* Sequences a rank's activations and batch buffers are sized for: one at least (evaluation). */
+static int buffer_batch(const ladle_rank_share *s)
+{
+    return s->b_hi - s->b_lo > 0 ? s->b_hi - s->b_lo : 1;
+}
+
+int ladle_train_plan_memory(const ladle_train_plan *plan, int rank, ladle_plan_item items[LADLE_PLAN_ITEMS])
+{
+    ladle_rank_share s = ladle_train_plan_share(plan, rank);
+    int B = buffer_batch(&s);
+    size_t acts = 0;
+    for (int i = 0; i < 2; i++)
+        if (plan->acts_batch[i] == B) acts = plan->acts_bytes[i];
+    const size_t f = sizeof(float);
+    int n = 0;
+    items[n++] = (ladle_plan_item){"S, the owned slice", plan->slice, f};
+    items[n++] = (ladle_plan_item){"AdamW m and v of the S slice", 2 * plan->slice, f};
+    items[n++] = (ladle_plan_item){"merged Theta, the owned slice", plan->slice, f};
+    items[n++] = (ladle_plan_item){"merged Theta, all-gathered", plan->padded, f};
+    items[n++] = (ladle_plan_item){"gradient, full (before reduce-scatter)", plan->padded, f};
+    items[n++] = (ladle_plan_item){"gradient, the owned slice", plan->slice, f};
+    items[n++] = (ladle_plan_item){"expert bank shard", s.bank_own, f};
+    items[n++] = (ladle_plan_item){"AdamW m and v of the bank shard", 2 * s.bank_own, f};
+    items[n++] = (ladle_plan_item){"low-rank factors, gradient, AdamW m and v", 4 * plan->lowrank, f};
+    items[n++] = (ladle_plan_item){"router, gradient, AdamW m and v", 4 * plan->router, f};
+    items[n++] = (ladle_plan_item){"activations (allocation measured)", acts, 1};
+    items[n++] = (ladle_plan_item){"batch tokens, targets, domain labels", (size_t)B,
+                                   2 * (size_t)plan->context + sizeof(int)};
+    items[n++] = (ladle_plan_item){"corpus (every rank reads all of it)", plan->corpus_bytes, 1};
+    return n;
+}
+
+int ladle_train_plan_collectives(const ladle_train_plan *plan, ladle_plan_collective out[LADLE_PLAN_COLLECTIVES])
+{
+    /* what ladle_trainer_step and the loop of ladle_train_run call, in order */
+    const double P = plan->ranks, share = (P - 1) / P;
+    const size_t f = sizeof(float), n = (size_t)plan->experts, k = (size_t)plan->domains;
+    int c = 0;
+    out[c++] = (ladle_plan_collective){"MPI_Bcast", "domain weights h", "float", k, k * f, P > 1 ? (double)(k * f) : 0};
+    if (n > 0)
+        out[c++] = (ladle_plan_collective){"MPI_Bcast", "expert coefficients alpha", "float", n, n * f,
+                                           P > 1 ? (double)(n * f) : 0};
+    out[c++] = (ladle_plan_collective){"MPI_Allgather", "merged parameters Theta", "float", plan->padded,
+                                       plan->padded * f, share * (double)(plan->padded * f)};
+    out[c++] = (ladle_plan_collective){"MPI_Reduce_scatter_block", "gradients", "float", plan->padded,
+                                       plan->padded * f, share * (double)(plan->padded * f)};
+    out[c++] = (ladle_plan_collective){"MPI_Allreduce", "loss, squared norms, dalpha", "double", 3 + n,
+                                       (3 + n) * sizeof(double), 2 * share * (double)((3 + n) * sizeof(double))};
+    if (plan->lowrank > 0)
+        out[c++] = (ladle_plan_collective){"MPI_Allreduce", "low-rank factor gradients", "float", plan->lowrank,
+                                           plan->lowrank * f, 2 * share * (double)(plan->lowrank * f)};
+    out[c++] = (ladle_plan_collective){"MPI_Allreduce", "preemption flag", "int", 1, sizeof(int),
+                                       2 * share * (double)sizeof(int)};
+    return c;
+}
+
+static size_t plan_total(const ladle_plan_item *items, int n)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += items[i].count * items[i].unit;
+    return total;
+}
+
+static double mib(size_t bytes)
+{
+    return (double)bytes / (1024.0 * 1024.0);
+}
+
+/* The resolved configuration, one key a line, '*' before each value that is not the default. */
+static void print_config_marked(const ladle_config *cfg, FILE *out)
+{
+    ladle_config defaults;
+    ladle_config_defaults(&defaults);
+    char *now = ladle_config_to_text(cfg), *def = ladle_config_to_text(&defaults);
+    /* both texts list the same keys in the same order */
+    char *sn = NULL, *sd = NULL;
+    for (char *ln = strtok_r(now, "\n", &sn), *ld = strtok_r(def, "\n", &sd); ln;
+         ln = strtok_r(NULL, "\n", &sn), ld = strtok_r(NULL, "\n", &sd))
+        fprintf(out, "  %c %s\n", ld && strcmp(ln, ld) == 0 ? ' ' : '*', ln);
+    free(now);
+    free(def);
+}
+
+static void print_plan(const ladle_train_plan *plan, const ladle_config *cfg, FILE *out)
+{
+    const int P = plan->ranks;
+    fprintf(out, "ladle %s: dry run of 'ladle train' on %d rank%s: nothing is trained, no file is written\n",
+            PACKAGE_VERSION, P, P == 1 ? "" : "s");
+    fprintf(out, "configuration ('*': not the default):\n");
+    print_config_marked(cfg, out);
+    fprintf(out, "corpus: %s, %d domains, %zu bytes in memory on every rank\n", cfg->corpus, plan->domains,
+            plan->corpus_bytes);
+
+    fprintf(out, "parameters:\n  %-22s %14zu  (%s)\n", "shared S", plan->shared,
+            plan->experts > 0 ? "the instantiated model's size" : "a dense model");
+    if (plan->bank > 0)
+        fprintf(out, "  %-22s %14zu  (%d dense experts x %zu parameters: %s)\n", "expert bank", plan->bank,
+                plan->experts, plan->bank_hi - plan->bank_lo, cfg->experts_on ? "the transformer blocks" : "all tensors");
+    if (plan->lowrank > 0)
+        fprintf(out, "  %-22s %14zu  (%d experts of rank %d on every matrix of %s; replicated)\n", "low-rank factors",
+                plan->lowrank, plan->experts, plan->expert_rank, cfg->experts_on ? "the transformer blocks" : "all tensors");
+    if (plan->router > 0)
+        fprintf(out, "  %-22s %14zu  (Linear(%d, %d) -> ReLU -> Linear(%d, %d); replicated)\n", "router", plan->router,
+                plan->domains, cfg->router_hidden, cfg->router_hidden, plan->experts);
+    fprintf(out, "  %-22s %14zu\n", "total", plan->shared + plan->bank + plan->lowrank + plan->router);
+
+    fprintf(out, "per rank: the flat vector of %zu parameters is padded to %d x %zu = %zu\n", plan->shared, P,
+            plan->slice, plan->padded);
+    fprintf(out, "  %11s %10s %14s %14s %16s\n", "ranks", "sequences", "S owned", "bank owned", "memory bytes");
+    /* one row per run of ranks with the same numbers: thousands of ranks stay readable */
+    int largest = 0;
+    size_t largest_bytes = 0, row[4] = {0, 0, 0, 0};
+    for (int r = 0, first = 0; r <= P; r++) {
+        size_t now[4] = {0, 0, 0, 0};
+        if (r < P) {
+            ladle_rank_share s = ladle_train_plan_share(plan, r);
+            ladle_plan_item items[LADLE_PLAN_ITEMS];
+            size_t bytes = plan_total(items, ladle_train_plan_memory(plan, r, items));
+            if (bytes > largest_bytes) { largest = r; largest_bytes = bytes; }
+            now[0] = (size_t)(s.b_hi - s.b_lo); now[1] = s.hi - s.lo; now[2] = s.bank_own; now[3] = bytes;
+            if (r == 0 || memcmp(now, row, sizeof now) == 0) { memcpy(row, now, sizeof row); continue; }
+        }
+        char ranks[32];
+        if (r - 1 == first) snprintf(ranks, sizeof ranks, "%d", first);
+        else snprintf(ranks, sizeof ranks, "%d-%d", first, r - 1);
+        fprintf(out, "  %11s %10zu %14zu %14zu %16zu\n", ranks, row[0], row[1], row[2], row[3]);
+        memcpy(row, now, sizeof row);
+        first = r;
+    }
+
+    ladle_plan_item items[LADLE_PLAN_ITEMS];
+    int n_items = ladle_train_plan_memory(plan, largest, items);
+    ladle_rank_share ls = ladle_train_plan_share(plan, largest);
+    fprintf(out, "memory of rank %d, the largest (bytes; activations for %d sequence%s):\n", largest, buffer_batch(&ls),
+            buffer_batch(&ls) == 1 ? "" : "s");
+    for (int i = 0; i < n_items; i++)
+        if (items[i].count > 0)
+            fprintf(out, "  %-44s %16zu %10.2f MiB\n", items[i].what, items[i].count * items[i].unit,
+                    mib(items[i].count * items[i].unit));
+    fprintf(out, "  %-44s %16zu %10.2f MiB\n", "total", largest_bytes, mib(largest_bytes));
+
+    ladle_plan_collective coll[LADLE_PLAN_COLLECTIVES];
+    int n_coll = ladle_train_plan_collectives(plan, coll);
+    fprintf(out, "collectives of one step (bytes: the call's buffer; wire: what each rank receives with a\n"
+                 "bandwidth-optimal algorithm):\n");
+    fprintf(out, "  %-25s %-28s %12s %-7s %14s %14s\n", "call", "of", "count", "type", "bytes", "wire");
+    size_t total = 0;
+    double wire = 0;
+    for (int i = 0; i < n_coll; i++) {
+        fprintf(out, "  %-25s %-28s %12zu %-7s %14zu %14.0f\n", coll[i].call, coll[i].what, coll[i].count, coll[i].type,
+                coll[i].bytes, coll[i].wire);
+        total += coll[i].bytes;
+        wire += coll[i].wire;
+    }
+    fprintf(out, "  %-25s %-28s %12s %-7s %14zu %14.0f\n", "total", "", "", "", total, wire);
+    /* ladle_trainer_eval: every eval.every steps and once at the end */
+    fprintf(out, "and at each evaluation (every eval.every steps and at the end): %d all-gather%s of Theta%s\n",
+            plan->experts > 0 ? 1 + plan->domains : 1, plan->experts > 0 ? "s" : "",
+            plan->experts > 0 ? " (the generic model, then each domain's specialist)" : "");
+}
+
+/* A corpus' domains with their sizes but not their bytes: what a plan needs, read from
+ * the file's metadata (group listing, dataset extents). */
+static size_t dataset_length(hid_t file, hid_t group, const char *path, const char *domain, const char *name)
+{
+    if (H5Lexists(group, name, H5P_DEFAULT) <= 0) {
+        H5Fclose(file);   /* strong close degree: closes the groups too */
+        ladle_usage_error("corpus '%s' is damaged: domain '%s' has no '%s' dataset", path, domain, name);
+    }
+    hid_t dset = H5Dopen2(group, name, H5P_DEFAULT);
+    H5_CHECK(dset);
+    hid_t space = H5Dget_space(dset);
+    H5_CHECK(space);
+    hssize_t n = H5Sget_simple_extent_npoints(space);
+    H5_CHECK(n);
+    H5_CHECK(H5Sclose(space));
+    H5_CHECK(H5Dclose(dset));
+    return (size_t)n;
+}
+
+static void corpus_metadata(ladle_corpus *corpus, const char *path, MPI_Comm comm)
+{
+    memset(corpus, 0, sizeof *corpus);
+    hid_t file = ladle_h5_open_ladle_file(path, "corpus", LADLE_CORPUS_FORMAT, LADLE_CORPUS_VERSION, comm);
+    htri_t has = H5Lexists(file, "domains", H5P_DEFAULT);
+    H5_CHECK(has);
+    if (!has) {
+        H5Fclose(file);
+        ladle_usage_error("corpus '%s' has no domains", path);
+    }
+    hid_t domains = H5Gopen2(file, "domains", H5P_DEFAULT);
+    H5_CHECK(domains);
+    H5G_info_t info;
+    H5_CHECK(H5Gget_info(domains, &info));
+    if (info.nlinks == 0 || info.nlinks > (hsize_t)1 << 20) {
+        H5Fclose(file);
+        ladle_usage_error("corpus '%s' has %llu domains", path, (unsigned long long)info.nlinks);
+    }
+    corpus->domains = ladle_calloc(info.nlinks, sizeof(ladle_domain), "corpus domains");
+    corpus->n_domains = (int)info.nlinks;
+    for (hsize_t i = 0; i < info.nlinks; i++) {
+        ladle_domain *d = &corpus->domains[i];
+        char name[256];
+        ssize_t len = H5Lget_name_by_idx(domains, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
+        H5_CHECK(len);
+        if ((size_t)len >= sizeof d->name) {
+            H5Fclose(file);
+            ladle_usage_error("corpus '%s' has a domain name longer than %zu bytes", path, sizeof d->name - 1);
+        }
+        memcpy(d->name, name, (size_t)len + 1);
+        hid_t g = H5Gopen2(domains, name, H5P_DEFAULT);
+        H5_CHECK(g);
+        d->train_bytes = dataset_length(file, g, path, name, "train");
+        d->valid_bytes = dataset_length(file, g, path, name, "valid");
+        size_t train_offsets = dataset_length(file, g, path, name, "train_offsets");
+        size_t valid_offsets = dataset_length(file, g, path, name, "valid_offsets");
+        d->train_docs = train_offsets > 0 ? train_offsets - 1 : 0;
+        d->valid_docs = valid_offsets > 0 ? valid_offsets - 1 : 0;
+        H5_CHECK(H5Gclose(g));
+    }
+    H5_CHECK(H5Gclose(domains));
+    H5_CHECK(H5Fclose(file));
+}
+
+void ladle_train_dry_run(const ladle_config *cfg, int ranks, MPI_Comm comm, FILE *out)
+{
+    need_corpus(cfg);
+    ladle_corpus corpus;
+    corpus_metadata(&corpus, cfg->corpus, comm);
+    check_corpus_fits(cfg, &corpus);
+    ladle_train_plan plan;
+    ladle_train_plan_make(&plan, cfg, corpus.n_domains, corpus_memory(&corpus), ranks);
+    ladle_corpus_free(&corpus);
+    int rank = 0;
+    MPI_CHECK(MPI_Comm_rank(comm, &rank));
+    if (rank != 0) return;
+    /* the ranks have floor(batch / P) or one more sequences: measure both sizes */
+    ladle_model model;
+    ladle_model_create(&model, cfg);
+    for (int r = 0, m = 0; r < ranks && m < 2; r++) {
+        ladle_rank_share s = ladle_train_plan_share(&plan, r);
+        int B = buffer_batch(&s);
+        if (m == 1 && plan.acts_batch[0] == B) continue;
+        ladle_activations acts;
+        plan.acts_batch[m] = B;
+        plan.acts_bytes[m++] = create_activations(&acts, &model, B);
+        ladle_activations_free(&acts);
+    }
+    ladle_model_free(&model);
+    print_plan(&plan, cfg, out);
+}
+
 void ladle_trainer_create(ladle_trainer *tr, const ladle_config *cfg, MPI_Comm comm)
 {
     memset(tr, 0, sizeof *tr);
     tr->cfg = *cfg;
-    if (cfg->corpus[0] == '\0') ladle_usage_error("data.corpus is not set: give the corpus file written by 'ladle prep'");
+    need_corpus(cfg);
     ladle_corpus_open(&tr->corpus, cfg->corpus, comm);
-    ladle_corpus_check_context(&tr->corpus, cfg->corpus, cfg->context);
-    if (cfg->meta_support > tr->corpus.n_domains)
-        ladle_usage_error("meta.support = %d exceeds the corpus' %d domains", cfg->meta_support, tr->corpus.n_domains);
+    check_corpus_fits(cfg, &tr->corpus);
     ladle_model_create(&tr->model, cfg);
     ladle_shard_create(&tr->shard, tr->model.n_params, comm);
     const ladle_shard *s = &tr->shard;
     const int k = tr->corpus.n_domains, n = cfg->experts;
-
-    /* contiguous share of the global batch; a rank may have none when batch < ranks */
-    tr->b_lo = (int)((long)cfg->batch * s->rank / s->size);
-    tr->b_hi = (int)((long)cfg->batch * (s->rank + 1) / s->size);
-    int local = tr->b_hi - tr->b_lo;
+    ladle_train_plan_make(&tr->plan, cfg, k, corpus_memory(&tr->corpus), s->size);
+    const ladle_rank_share share = ladle_train_plan_share(&tr->plan, s->rank);
+    tr->b_lo = share.b_lo;
+    tr->b_hi = share.b_hi;
 
     tr->param_slice = alloc_floats(s->slice, "parameter slice");
     tr->merged_slice = alloc_floats(s->slice, "merged parameter slice");
@@ -68,11 +416,19 @@ void ladle_trainer_create(ladle_trainer *tr, const ladle_config *cfg, MPI_Comm c
     }
 
     /* activations for this rank's sequences, at least one for evaluation */
-    ladle_activations_create(&tr->acts, &tr->model, local > 0 ? local : 1);
-    tr->tokens = ladle_malloc((size_t)(local > 0 ? local : 1) * cfg->context, "batch tokens");
-    tr->targets = ladle_malloc((size_t)(local > 0 ? local : 1) * cfg->context, "batch targets");
-    tr->labels = ladle_calloc((size_t)(local > 0 ? local : 1), sizeof(int), "batch labels");
+    const int B = buffer_batch(&share);
+    tr->plan.acts_batch[0] = B;
+    tr->plan.acts_bytes[0] = create_activations(&tr->acts, &tr->model, B);
+    tr->tokens = ladle_malloc((size_t)B * cfg->context, "batch tokens");
+    tr->targets = ladle_malloc((size_t)B * cfg->context, "batch targets");
+    tr->labels = ladle_calloc((size_t)B, sizeof(int), "batch labels");
     tr->log.rank = s->rank;   /* opened by ladle_train_run, after a resume trimmed metrics.jsonl */
+
+    /* what --dry-run prints is what was allocated */
+    LADLE_CHECK(tr->plan.slice == s->slice && tr->plan.padded == s->padded && share.lo == s->lo && share.hi == s->hi &&
+                share.bank_own == (size_t)tr->soup.n * tr->soup.own_len && tr->plan.lowrank == tr->soup.lowrank_size &&
+                tr->plan.router == (n > 0 ? tr->router.n_params : 0),
+                "the plan of this run (ladle train --dry-run) differs from what the trainer allocated");
 }
 
 void ladle_trainer_free(ladle_trainer *tr)
@@ -93,31 +449,25 @@ void ladle_trainer_free(ladle_trainer *tr)
 
 void ladle_trainer_report_memory(const ladle_trainer *tr)
 {
-    const ladle_shard *s = &tr->shard;
+    const ladle_train_plan *p = &tr->plan;
     const ladle_model *m = &tr->model;
-    /* what this rank holds: its slices of S (params, merged, grads, 2 moments), its
-     * bank shard with moments, one full Theta and one full gradient, the router */
-    size_t shared = 5 * s->slice * sizeof(float);
-    /* dense experts are sharded; low-rank factors (params, grads, 2 moments) replicated */
-    size_t bank = 3 * (size_t)tr->soup.n * tr->soup.own_len * sizeof(float) + 4 * tr->soup.lowrank_size * sizeof(float);
-    size_t full = 2 * s->padded * sizeof(float);
-    size_t router = 4 * tr->router.n_params * sizeof(float);
-    size_t L = (size_t)m->layers, C = (size_t)m->dim, T = (size_t)m->context, B = (size_t)tr->acts.B;
-    size_t acts = sizeof(float) * B * T * (L * (16 * C + (size_t)m->heads * T + 4) + 2 * C + 2 * LADLE_VOCAB + 3);
-    /* the largest bank shard is what limits a run: report it from every rank */
-    unsigned long long mine = bank, largest = 0;
-    MPI_CHECK(MPI_Reduce(&mine, &largest, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, 0, s->comm));
-    if (s->rank != 0) return;
-    double mib = 1.0 / (1024.0 * 1024.0);
+    if (tr->shard.rank != 0) return;
     printf("model: %zu parameters per expanded model (%d layers, dim %d, %d heads, context %d)", m->n_params,
            m->layers, m->dim, m->heads, m->context);
-    if (tr->soup.n > 0)
-        printf("; soup of %d experts over [%zu, %zu) (%zu parameters each), router %zu parameters",
-               tr->soup.n, tr->soup.bank_lo, tr->soup.bank_hi, tr->soup.bank_hi - tr->soup.bank_lo,
-               tr->router.n_params);
-    printf("\n%d ranks, slice %zu\n", s->size, s->slice);
-    printf("memory per rank: shared slices %zu bytes, bank shard %llu bytes (largest rank), full Theta + gradient "
-           "%zu bytes, router %zu bytes, activations ~%.1f MiB\n", shared, largest, full, router, acts * mib);
+    if (p->experts > 0)
+        printf("; soup of %d experts over [%zu, %zu) (%zu parameters each), router %zu parameters", p->experts,
+               p->bank_lo, p->bank_hi, p->bank_hi - p->bank_lo, p->router);
+    printf("\n%d ranks, slice %zu\n", p->ranks, p->slice);
+    /* the largest bank shard is what limits a run (every rank's share is arithmetic) */
+    size_t largest = 0;
+    for (int r = 0; r < p->ranks; r++) {
+        size_t own = ladle_train_plan_share(p, r).bank_own;
+        if (own > largest) largest = own;
+    }
+    ladle_plan_item items[LADLE_PLAN_ITEMS];
+    size_t total = plan_total(items, ladle_train_plan_memory(p, 0, items));
+    printf("memory per rank: bank shard %zu bytes (largest rank); rank 0 holds %.2f MiB ('ladle train --dry-run' "
+           "itemises it)\n", 3 * largest * sizeof(float), mib(total));
 }
 
 void ladle_trainer_gather_theta(ladle_trainer *tr, const float *h)

@@ -21,15 +21,20 @@ typedef struct {
 
 static int *fixture_labels;   /* tag routing: each sequence's label */
 
-/* ffn: model.ffn, e.g. "dense" or "moe,smear"; a trailing "+adapter" sets smear.kind = adapter */
+/* ffn: model.ffn, e.g. "dense" or "moe,smear"; a trailing "+adapter" sets smear.kind = adapter,
+ * "*M" sets model.ffn_mult = M */
 static void fixture_create_ffn(fixture *f, int B, const char *ffn)
 {
     char kinds[64];
     snprintf(kinds, sizeof kinds, "%s", ffn);
-    char *plus = strchr(kinds, '+');
+    char *plus = strchr(kinds, '+'), *star = strchr(kinds, '*');
     if (plus) *plus = '\0';
     ladle_config cfg;
     ladle_config_defaults(&cfg);
+    if (star) {
+        cfg.ffn_mult = atoi(star + 1);
+        *star = '\0';
+    }
     cfg.layers = 2; cfg.dim = 16; cfg.heads = 2; cfg.context = 8;
     snprintf(cfg.ffn, sizeof cfg.ffn, "%s", kinds);
     cfg.smear_kind = plus != NULL;
@@ -209,6 +214,7 @@ static void test_causality(const char *ffn)
 int main(void)
 {
     test_finite_differences("dense");
+    test_finite_differences("dense*3");
     test_finite_differences("moe,smear");
     test_finite_differences("tag,moe");
     test_finite_differences("smear,tag+adapter");

@@ -87,22 +87,22 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, dim):
+    def __init__(self, dim, mult):
         super().__init__()
-        self.fc1 = nn.Linear(dim, 4 * dim)
-        self.fc2 = nn.Linear(4 * dim, dim)
+        self.fc1 = nn.Linear(dim, mult * dim)
+        self.fc2 = nn.Linear(mult * dim, dim)
 
     def forward(self, x):
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
 class Block(nn.Module):
-    def __init__(self, dim, heads):
+    def __init__(self, dim, heads, mult):
         super().__init__()
         self.ln1 = nn.LayerNorm(dim, eps=1e-5)
         self.attn = CausalSelfAttention(dim, heads)
         self.ln2 = nn.LayerNorm(dim, eps=1e-5)
-        self.mlp = MLP(dim)
+        self.mlp = MLP(dim, mult)
 
     def forward(self, x):
         x = x + self.attn(self.ln1(x))
@@ -111,11 +111,12 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, layers, dim, heads, context):
+    def __init__(self, layers, dim, heads, context, mult=4):
+        """mult: model.ffn_mult, the FFN's hidden width in multiples of dim."""
         super().__init__()
         self.wte = nn.Embedding(VOCAB, dim)
         self.wpe = nn.Embedding(context, dim)
-        self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(layers)])
+        self.blocks = nn.ModuleList([Block(dim, heads, mult) for _ in range(layers)])
         self.lnf = nn.LayerNorm(dim, eps=1e-5)
 
     def forward(self, tokens, targets=None):
@@ -317,6 +318,7 @@ def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
     bank_lo, bank_hi = int(meta["bank_lo"]), int(meta["bank_hi"])
     n_params = int(meta["n_params"])
     L, C, NH, T = (int(cfg[key]) for key in ("model.layers", "model.dim", "model.heads", "model.context"))
+    M = int(cfg.get("model.ffn_mult", 4))
     B = int(meta["B"])
     H = int(cfg["router.hidden"])
     on, kind = cfg["soup.experts_on"], cfg["router.alpha"]
@@ -338,7 +340,7 @@ def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
     # U_j V_j^T; the C site table must list exactly those, with their shapes, and its U and
     # V blocks must tile the low-rank vector
     r = int(cfg.get("soup.rank", 0))
-    proto_shapes = {name: tuple(p.shape) for name, (p, _) in GPT(L, C, NH, T).named_for_ladle().items()}
+    proto_shapes = {name: tuple(p.shape) for name, (p, _) in GPT(L, C, NH, T, M).named_for_ladle().items()}
     sites, q = {}, 0
     if r > 0:
         q = int(meta.get("lowrank_size", -1))
@@ -437,7 +439,7 @@ def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
     checks.expect(covered == n_router, f"router tensors cover {covered} of {n_router}")
 
     def build():
-        gpt = GPT(L, C, NH, T).double()
+        gpt = GPT(L, C, NH, T, M).double()
         shapes = {name: tuple(p.shape) for name, (p, _) in gpt.named_for_ladle().items()}
 
         def leaf(flat, name):
@@ -659,6 +661,7 @@ def main():
     d = sys.argv[1]
     cfg, meta, tensors, rtensors = read_manifest(os.path.join(d, "manifest.txt"))
     L, C, NH, T = (int(cfg[k]) for k in ("model.layers", "model.dim", "model.heads", "model.context"))
+    M = int(cfg.get("model.ffn_mult", 4))
     B = int(meta["B"])
     n_params = int(meta["n_params"])
     c_loss = float(meta["loss"])
@@ -676,7 +679,7 @@ def main():
     targets = torch.from_numpy(targets.astype(np.int64)).view(B, T)
 
     # ---- the parameter table: names, shapes, dense tiling of the flat vector
-    model = GPT(L, C, NH, T)
+    model = GPT(L, C, NH, T, M)
     named = model.named_for_ladle()
     checks.expect(sorted(n for n, *_ in tensors) == sorted(named),
                   f"tensor names differ: C has {sorted(set(n for n, *_ in tensors) ^ set(named))} not in both")
@@ -750,7 +753,7 @@ def main():
     steps = int(cfg["train.steps"])
     checks.expect(c_losses.size == steps and c_steps.shape[0] == steps,
                   f"losses.txt/steps.txt: {c_losses.size}/{c_steps.shape[0]} lines, expected {steps}")
-    model = GPT(L, C, NH, T).double()
+    model = GPT(L, C, NH, T, M).double()
     load_params(model, params)
     named = model.named_for_ladle()
     decay = [p for p, dec in named.values() if dec]

@@ -55,6 +55,10 @@ run small model.layers=2 model.dim=32 model.heads=4 model.context=16 train.batch
 # shellcheck disable=SC2086
 run odd model.layers=1 model.dim=24 model.heads=3 model.context=9 train.batch=2 \
     $OPT train.warmup=2 train.clip=1.5 train.seed=3
+# a dense FFN wider than 4 x model.dim (model.ffn_mult)
+# shellcheck disable=SC2086
+run wide model.layers=1 model.dim=16 model.heads=2 model.context=8 model.ffn_mult=7 train.batch=2 \
+    $OPT train.seed=5
 
 # Soup-of-Experts, 4 experts, router with 16 hidden units, experts initialised with
 # noise (so that dalpha and the router gradients are not zero):

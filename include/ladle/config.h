@@ -17,6 +17,7 @@ typedef struct {
     int layers, dim, heads, context;
     float init_std;
     char ffn[LADLE_PATH_MAX]; /* model.ffn: dense|moe|smear|tag, one for all layers or one per layer */
+    int ffn_mult;             /* model.ffn_mult: dense FFN hidden width = ffn_mult * dim */
     /* routed FFN sites (SMEAR, tag routing, MoE) */
     int smear_experts, smear_segment;
     int smear_kind;           /* smear.kind: 0 ffn (the site's FFN is soft-merged), 1 adapter */

@@ -30,6 +30,7 @@ typedef struct {
 
 typedef struct {
     int layers, dim, heads, context;   /* L, C, NH, T */
+    int ffn_hidden;                    /* dense FFN hidden width (model.ffn_mult * C) */
     int n_tensors;
     ladle_tensor *tensors;
     size_t n_params;
@@ -84,7 +85,7 @@ typedef struct {
     float *attproj;                 /* [L,B,T,C] */
     float *residual2;               /* [L,B,T,C] */
     float *ln2, *ln2_mean, *ln2_rstd;
-    float *fch, *fch_gelu;          /* [L,B,T,4C] */
+    float *fch, *fch_gelu;          /* [L,B,T,ffn_hidden] */
     float *fcproj;                  /* [L,B,T,C] */
     float *residual3;               /* [L,B,T,C] */
     float *lnf, *lnf_mean, *lnf_rstd;

@@ -46,5 +46,7 @@ void moe_backward(float *dinp, float *drouter, float *dw1, float *db1, float *dw
 const int *ladle_moe_top1(const ladle_moe_cache *cache);
 /* Router logits of the last forward: [N, Z]. */
 const float *ladle_moe_logits(const ladle_moe_cache *cache);
+/* Router probabilities (softmax of the logits) of the last forward: [N, Z]. */
+const float *ladle_moe_probs(const ladle_moe_cache *cache);
 
 #endif

@@ -16,6 +16,8 @@
 #define LADLE_TRAIN_H
 
 #include <mpi.h>
+#include <stddef.h>
+#include <stdio.h>
 
 #include "ladle/config.h"
 #include "ladle/data.h"
@@ -24,6 +26,75 @@
 #include "ladle/router.h"
 #include "ladle/shard.h"
 #include "ladle/soup.h"
+
+/* ---- planning a run: 'ladle train --dry-run' ----------------------------------------
+ *
+ * What a run of a configuration holds on each rank and moves per step, from the sizes the
+ * trainer allocates: ladle_trainer_create computes the plan of its own run and checks
+ * that its shard, bank and router agree with it, so the plan cannot drift from the
+ * trainer. Everything is arithmetic on the configuration and the corpus' metadata except
+ * the activations, whose sizes live in model.c, moe.c and smear.c: those are allocated
+ * once (never touched, so they cost address space, not memory) and measured. */
+typedef struct {
+    int ranks;                 /* P */
+    int domains;               /* k, from the corpus */
+    size_t corpus_bytes;       /* the corpus in memory (bytes and offsets of both splits): every rank reads it all */
+    int batch, context;        /* train.batch (global, in sequences), model.context */
+    int experts, expert_rank;  /* soup.experts n, soup.rank r */
+    /* parameter counts */
+    size_t shared;             /* S, the dense model's p */
+    size_t bank_lo, bank_hi;   /* the part of the flat vector that carries experts */
+    size_t bank;               /* dense experts: n (bank_hi - bank_lo), sharded; 0 with low-rank experts */
+    size_t lowrank;            /* low-rank factors U, V of every expert (replicated); 0 with dense experts */
+    size_t router;             /* router parameters (replicated); 0 for a dense model */
+    size_t slice, padded;      /* the shard's slice (equal on every rank) and the padded vector, P x slice */
+    /* bytes allocated for the activations of B sequences (B = 0: not measured); a rank of
+     * the plan has floor(batch / P) or that + 1 sequences, at least one (evaluation) */
+    int acts_batch[2];
+    size_t acts_bytes[2];
+} ladle_train_plan;
+
+/* One rank's part of a plan. */
+typedef struct {
+    size_t lo, hi;             /* the elements of S (and of every dense expert) it owns */
+    size_t bank_own;           /* dense expert elements it owns: n x its part of [bank_lo, bank_hi) */
+    int b_lo, b_hi;            /* its sequences of the global batch */
+} ladle_rank_share;
+
+/* count elements of `unit` bytes each (the activations: count bytes of unit 1) */
+typedef struct {
+    const char *what;
+    size_t count, unit;
+} ladle_plan_item;
+
+/* One collective call of a training step. `bytes` is its buffer (the result for an
+ * all-gather, the input for a reduce-scatter); `wire` what each rank receives with a
+ * bandwidth-optimal algorithm (ring or tree): all-gather and reduce-scatter
+ * (P - 1) / P x bytes, all-reduce 2 (P - 1) / P x bytes, broadcast bytes (0 on one rank). */
+typedef struct {
+    const char *call, *what, *type;
+    size_t count, bytes;
+    double wire;
+} ladle_plan_collective;
+
+/* The arithmetic part of a plan for cfg on `ranks` ranks with a corpus of `domains`
+ * domains (corpus_bytes in memory); activations are not measured. */
+void ladle_train_plan_make(ladle_train_plan *plan, const ladle_config *cfg, int domains, size_t corpus_bytes,
+                           int ranks);
+ladle_rank_share ladle_train_plan_share(const ladle_train_plan *plan, int rank);
+/* Memory of one rank, item by item (at most LADLE_PLAN_ITEMS); returns the count. */
+#define LADLE_PLAN_ITEMS 16
+int ladle_train_plan_memory(const ladle_train_plan *plan, int rank, ladle_plan_item items[LADLE_PLAN_ITEMS]);
+/* The collectives of one step, in the order the step calls them; returns the count. */
+#define LADLE_PLAN_COLLECTIVES 8
+int ladle_train_plan_collectives(const ladle_train_plan *plan, ladle_plan_collective out[LADLE_PLAN_COLLECTIVES]);
+
+/* 'ladle train --dry-run': reads the corpus' metadata (collective over comm; a bad corpus
+ * or configuration is the usage error the run would give), plans for `ranks` ranks and
+ * prints on rank 0 of comm: the resolved configuration (non-default values marked), the
+ * parameter counts, every rank's share, each rank's memory, the collectives' bytes per
+ * step. Writes no file. */
+void ladle_train_dry_run(const ladle_config *cfg, int ranks, MPI_Comm comm, FILE *out);
 
 typedef struct {
     ladle_config cfg;
@@ -48,6 +119,7 @@ typedef struct {
     uint8_t *tokens, *targets;
     int *labels;               /* each sequence's domain (tag routing) */
     long step;                 /* optimizer steps done */
+    ladle_train_plan plan;     /* this run's plan (the allocations above are checked against it) */
 } ladle_trainer;
 
 /* Collective: build everything from cfg (corpus, model, shard, initial parameters). */
@@ -71,7 +143,8 @@ void ladle_trainer_eval(ladle_trainer *tr);
  * Returns the exit code (LADLE_EXIT_PREEMPTED after a preemption). */
 int ladle_train_run(const ladle_config *cfg, MPI_Comm comm);
 
-/* Print bytes per rank for parameters, moments and activations. */
+/* Print the parameter counts and rank 0's memory (from tr->plan), and the largest bank
+ * shard of any rank ("bank shard N bytes"). Rank 0 prints. */
 void ladle_trainer_report_memory(const ladle_trainer *tr);
 
 #endif
