@@ -404,10 +404,28 @@ char *ladle_config_to_text(const ladle_config *cfg)
     return text;
 }
 
+/* Markdown table cell text: '|' would end the cell, so it is escaped. */
+static void print_cell(FILE *out, const char *text)
+{
+    for (const char *c = text; *c; c++) {
+        if (*c == '|') fputc('\\', out);
+        fputc(*c, out);
+    }
+}
+
 void ladle_config_print_keys(FILE *out)
 {
     fprintf(out, "| key | default | meaning |\n|---|---|---|\n");
-    for (size_t i = 0; i < N_KEYS; i++)
-        fprintf(out, "| `%s` | `%s` | %s%s%s |\n", KEYS[i].name, KEYS[i].fallback, KEYS[i].help,
-                KEYS[i].choices ? ": " : "", KEYS[i].choices ? KEYS[i].choices : "");
+    for (size_t i = 0; i < N_KEYS; i++) {
+        fprintf(out, "| `%s` | ", KEYS[i].name);
+        if (KEYS[i].fallback[0]) fprintf(out, "`%s`", KEYS[i].fallback);
+        else fputs("(none)", out);
+        fputs(" | ", out);
+        print_cell(out, KEYS[i].help);
+        if (KEYS[i].choices) {
+            fputs(": ", out);
+            print_cell(out, KEYS[i].choices);
+        }
+        fputs(" |\n", out);
+    }
 }
