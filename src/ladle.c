@@ -32,7 +32,7 @@ static const char *USAGE =
     "commands:\n"
     "  prep         build a corpus file from text   ladle prep -o CORPUS.h5 --domain NAME=PATH[,PATH...] ...\n"
     "  train        train a model (under mpiexec)   ladle train [CONFIG] [key=value ...] [--fresh [--force]] [--dry-run]\n"
-    "  eval         bits per byte on every domain   ladle eval MODEL.h5 --corpus CORPUS.h5 [--specialize] [--json]\n"
+    "  eval         bits per byte on every domain   ladle eval MODEL.h5 --corpus CORPUS.h5 [--specialize|--routing] [--json]\n"
     "  generate     sample text from a model        ladle generate MODEL.h5 [--prompt TEXT] [--bytes N]\n"
     "  instantiate  a soup's specialist             ladle instantiate SOUP.h5 -o MODEL.h5 --weights NAME=W,... | --like FILE...\n"
     "  fit-weights  fit h to examples, instantiate  ladle fit-weights SOUP.h5 --like FILE... -o MODEL.h5\n"

@@ -673,7 +673,8 @@ static void save_checkpoint(ladle_trainer *tr)
 
 /* Keys that fix the shape of the state: a checkpoint is refused if any differs. */
 static const char *const SHAPE_KEYS[] = {
-    "model.layers", "model.dim", "model.heads", "model.context", "model.ffn", "moe.experts", "smear.experts",
+    "model.layers", "model.dim", "model.heads", "model.context", "model.ffn", "model.ffn_mult", "moe.experts",
+    "smear.experts", "smear.kind", "smear.bottleneck",
     "soup.experts", "soup.experts_on", "soup.rank", "router.hidden", "router.alpha",
 };
 

@@ -109,6 +109,10 @@ passed=$((passed + 1))
 [ $? -eq 2 ] && grep -q "the model's shape differs: 'model.dim = 32' (checkpoint) vs 'model.dim = 48' (now)" "$TMP/err" \
     || { cat "$TMP/err" >&2; fail "a shape change was not refused by name"; }
 # shellcheck disable=SC2086
+"$LADLE" train $CFG model.ffn_mult=2 run.dir="$TMP/trunc" > "$TMP/err" 2>&1
+[ $? -eq 2 ] && grep -q "'model.ffn_mult = 4' (checkpoint) vs 'model.ffn_mult = 2' (now)" "$TMP/err" \
+    || { cat "$TMP/err" >&2; fail "an FFN width change was not refused by name"; }
+# shellcheck disable=SC2086
 run_mpi 1 "^done: 40 steps" "$LADLE" train $CFG eval.sequences=2 run.dir="$TMP/trunc" || fail "resume with a changed eval setting"
 grep -q "resume: changed setting: eval.sequences = 2  (was: eval.sequences = 4)" "$TMP/out" || fail "changed setting not logged"
 # shellcheck disable=SC2086

@@ -25,7 +25,8 @@
 # Environment: MPIEXEC (default mpiexec), RANKS (2), SEEDS ("1 2"), STEPS (800),
 # EXPERTS (4), SEGMENT (32), ROWS (all six), DOMAINS ("c-headers changelogs gcide
 # python-lib"), MAX_DOMAIN_BYTES (1000000), WINDOWS (64 valid windows per domain),
-# SIZE (model and optimizer keys), PYTHON3 (python3, for the summary; standard library only).
+# SIZE (model and optimizer keys), EXTRA (keys added to every row, for ablations, e.g.
+# ROWS=smear EXTRA=smear.dropout=0), PYTHON3 (python3, for the summary; standard library only).
 # A row whose model.h5 exists is not trained again (re-run to finish an interrupted run).
 set -eu
 ladle=${1:?usage: compare.sh LADLE OUTDIR}
@@ -42,6 +43,7 @@ domains=${DOMAINS:-c-headers changelogs gcide python-lib}
 windows=${WINDOWS:-64}
 python=${PYTHON3:-python3}
 size=${SIZE:-model.layers=4 model.dim=128 model.heads=4 model.context=128 train.batch=16 train.lr=2e-3 train.warmup=30}
+extra=${EXTRA:-}
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 export BLIS_NUM_THREADS=1
 mkdir -p "$out"
@@ -74,7 +76,7 @@ for seed in $seeds; do
         dir="$out/$row-s$seed"
         if [ ! -s "$dir/model.h5" ]; then
             # shellcheck disable=SC2046,SC2086
-            run train $size $(row_keys "$row") train.steps="$steps" train.seed="$seed" eval.every=0 log.every=100 \
+            run train $size $(row_keys "$row") $extra train.steps="$steps" train.seed="$seed" eval.every=0 log.every=100 \
                 data.corpus="$out/corpus.h5" run.dir="$dir" --fresh --force
             cp "$out/last.log" "$dir/train.log"
         fi

@@ -8,7 +8,8 @@
 # site a MoE of Z experts) on the other domains; for D in Z/2, Z/4: prune it for the task
 # (UNCURL and the frequency baseline), re-train the router for $ROUTER_STEPS steps, then
 # fine-tune everything for $TUNE_STEPS steps on the task; compare with a model of D experts
-# trained from scratch on the same tokens (pretraining + fine-tuning). Reports the task's
+# trained from scratch on the same tokens (pretraining + fine-tuning), and with the unpruned
+# model of Z experts fine-tuned for the same steps (what pruning gives up). Reports the task's
 # valid bits per byte for every row, for each seed in $SEEDS, as a Markdown table.
 # Environment: MPIEXEC (default mpiexec), RANKS (2), ZS ("8 16"), SEEDS ("1 2"),
 # PRE_STEPS (300), ROUTER_STEPS (30), TUNE_STEPS (100), SIZE (model keys). The task is
@@ -46,13 +47,16 @@ evalbpb() {  # MODEL -> task valid bits/byte
     "$ladle" eval "$1" --corpus "$out/task.h5" --windows 64 --json | sed 's/.*"valid_bpb": \([^}]*\)}.*/\1/'
 }
 
-echo "| Z | D | seed | UNCURL | frequency | scratch (D experts) |" > "$out/RESULTS.md"
-echo "|---|---|---|---|---|---|" >> "$out/RESULTS.md"
+echo "| Z | D | seed | UNCURL | frequency | scratch (D experts) | unpruned (Z experts) |" > "$out/RESULTS.md"
+echo "|---|---|---|---|---|---|---|" >> "$out/RESULTS.md"
 for z in $zs; do
     for seed in $seeds; do
         base="$out/z$z-s$seed"
         run train $size model.ffn=moe moe.experts="$z" train.steps="$pre" train.seed="$seed" eval.every=0 \
             data.corpus="$out/generic.h5" run.dir="$base" --fresh --force
+        run train $size model.ffn=moe moe.experts="$z" train.steps="$((router_steps + tune))" train.seed="$seed" \
+            eval.every=0 train.init="$base/model.h5" data.corpus="$out/task.h5" run.dir="$base-full" --fresh --force
+        full=$(evalbpb "$base-full/model.h5")
         for d in $((z / 2)) $((z / 4)); do
             row="| $z | $d | $seed |"
             for method in uncurl frequency; do
@@ -70,7 +74,7 @@ for z in $zs; do
                 data.corpus="$out/generic.h5" run.dir="$s-pre" --fresh --force
             run train $size model.ffn=moe moe.experts="$d" train.steps="$((router_steps + tune))" train.seed="$seed" \
                 eval.every=0 train.init="$s-pre/model.h5" data.corpus="$out/task.h5" run.dir="$s" --fresh --force
-            row="$row $(evalbpb "$s/model.h5") |"
+            row="$row $(evalbpb "$s/model.h5") | $full |"
             echo "$row" | tee -a "$out/RESULTS.md"
         done
     done
