@@ -293,9 +293,10 @@ void ladle_activations_create(ladle_activations *a, const ladle_model *m, int B)
     p = a->d_memory;
     for (size_t i = 0; i < sizeof bwd / sizeof bwd[0]; i++) { *bwd[i].ptr = p; p += bwd[i].n; }
     /* routed FFN sites keep their own caches */
-    a->moe_cache = ladle_calloc(L, sizeof *a->moe_cache, "MoE caches");
-    a->smear_cache = ladle_calloc(L, sizeof *a->smear_cache, "SMEAR caches");
-    a->adapter_cache = ladle_calloc(2 * L, sizeof *a->adapter_cache, "adapter caches");
+    a->bytes = (n_fwd + n_bwd) * sizeof(float);
+    a->moe_cache = ladle_calloc_counted(&a->bytes, L, sizeof *a->moe_cache, "MoE caches");
+    a->smear_cache = ladle_calloc_counted(&a->bytes, L, sizeof *a->smear_cache, "SMEAR caches");
+    a->adapter_cache = ladle_calloc_counted(&a->bytes, 2 * L, sizeof *a->adapter_cache, "adapter caches");
     for (int l = 0; l < (int)L; l++) {
         if (m->ffn_kind[l] == LADLE_FFN_MOE) a->moe_cache[l] = ladle_moe_cache_create(B * (int)T, (int)C, &m->moe);
         if (m->ffn_kind[l] == LADLE_FFN_SMEAR || m->ffn_kind[l] == LADLE_FFN_TAG) {
@@ -308,6 +309,10 @@ void ladle_activations_create(ladle_activations *a, const ladle_model *m, int B)
             a->adapter_cache[2 * l] = ladle_smear_cache_create(B, (int)T, (int)C, &dims);
             a->adapter_cache[2 * l + 1] = ladle_smear_cache_create(B, (int)T, (int)C, &dims);
         }
+        if (a->moe_cache[l]) a->bytes += ladle_moe_cache_bytes(a->moe_cache[l]);
+        if (a->smear_cache[l]) a->bytes += ladle_smear_cache_bytes(a->smear_cache[l]);
+        for (int w = 0; w < 2; w++)
+            if (a->adapter_cache[2 * l + w]) a->bytes += ladle_smear_cache_bytes(a->adapter_cache[2 * l + w]);
     }
     a->layers = (int)L;
 }

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 
 struct ladle_moe_cache {
+    size_t bytes;          /* of the buffers below (ladle_moe_cache_bytes) */
     int N, C, H, Z, k;     /* capacity in tokens and the layer's shape */
     float cf;
     int B, T;              /* of the last forward (backward checks them) */
@@ -54,24 +55,26 @@ ladle_moe_cache *ladle_moe_cache_create(int N, int C, const ladle_moe_dims *dims
     c->cf = dims->capacity_factor;
     size_t n = (size_t)N, nz = n * (size_t)c->Z, nk = n * (size_t)c->k;
     size_t H = (size_t)c->H;
-    c->logits = ladle_malloc(nz * sizeof(float), "moe logits");
-    c->probs = ladle_malloc(nz * sizeof(float), "moe probs");
-    c->choice = ladle_malloc(nk * sizeof(int), "moe choices");
-    c->kept = ladle_malloc(nk, "moe kept flags");
-    c->top1 = ladle_malloc(n * sizeof(int), "moe top-1");
-    c->start = ladle_malloc(((size_t)c->Z + 1) * sizeof(int), "moe expert lists");
-    c->tok = ladle_malloc(nk * sizeof(int), "moe expert lists");
-    c->pre = ladle_malloc(nk * H * sizeof(float), "moe hidden pre-activations");
-    c->act = ladle_malloc(nk * H * sizeof(float), "moe hidden activations");
-    c->y = ladle_malloc(nk * (size_t)C * sizeof(float), "moe expert outputs");
-    c->count = ladle_malloc((size_t)c->Z * sizeof(int), "moe counters");
-    c->xbuf = ladle_malloc(n * (size_t)C * sizeof(float), "moe workspace");
-    c->dbuf = ladle_malloc(n * (size_t)C * sizeof(float), "moe workspace");
-    c->hbuf = ladle_malloc(n * H * sizeof(float), "moe workspace");
-    c->hbuf2 = ladle_malloc(n * H * sizeof(float), "moe workspace");
-    c->dprobs = ladle_malloc(nz * sizeof(float), "moe workspace");
+    c->logits = ladle_malloc_counted(&c->bytes, nz * sizeof(float), "moe logits");
+    c->probs = ladle_malloc_counted(&c->bytes, nz * sizeof(float), "moe probs");
+    c->choice = ladle_malloc_counted(&c->bytes, nk * sizeof(int), "moe choices");
+    c->kept = ladle_malloc_counted(&c->bytes, nk, "moe kept flags");
+    c->top1 = ladle_malloc_counted(&c->bytes, n * sizeof(int), "moe top-1");
+    c->start = ladle_malloc_counted(&c->bytes, ((size_t)c->Z + 1) * sizeof(int), "moe expert lists");
+    c->tok = ladle_malloc_counted(&c->bytes, nk * sizeof(int), "moe expert lists");
+    c->pre = ladle_malloc_counted(&c->bytes, nk * H * sizeof(float), "moe hidden pre-activations");
+    c->act = ladle_malloc_counted(&c->bytes, nk * H * sizeof(float), "moe hidden activations");
+    c->y = ladle_malloc_counted(&c->bytes, nk * (size_t)C * sizeof(float), "moe expert outputs");
+    c->count = ladle_malloc_counted(&c->bytes, (size_t)c->Z * sizeof(int), "moe counters");
+    c->xbuf = ladle_malloc_counted(&c->bytes, n * (size_t)C * sizeof(float), "moe workspace");
+    c->dbuf = ladle_malloc_counted(&c->bytes, n * (size_t)C * sizeof(float), "moe workspace");
+    c->hbuf = ladle_malloc_counted(&c->bytes, n * H * sizeof(float), "moe workspace");
+    c->hbuf2 = ladle_malloc_counted(&c->bytes, n * H * sizeof(float), "moe workspace");
+    c->dprobs = ladle_malloc_counted(&c->bytes, nz * sizeof(float), "moe workspace");
     return c;
 }
+
+size_t ladle_moe_cache_bytes(const ladle_moe_cache *c) { return sizeof *c + c->bytes; }
 
 void ladle_moe_cache_free(ladle_moe_cache *c)
 {

@@ -41,6 +41,7 @@
 #define SMEAR_DROPOUT_STREAM (LADLE_STREAM_EXPERT + 1)
 
 struct ladle_smear_cache {
+    size_t bytes;               /* of the buffers below (ladle_smear_cache_bytes) */
     int Bcap, T, C, N, S, nseg, tag;
     int H, swish;               /* expert hidden width, activation (1 swish, 0 GELU) */
     int B;                      /* sequences of the last forward */
@@ -90,40 +91,42 @@ ladle_smear_cache *ladle_smear_cache_create(int B, int T, int C, const ladle_sme
     c->tag = dims->tag ? 1 : 0;
     c->H = H;
     c->swish = dims->swish;
-    c->p = ladle_malloc(rows * N * sizeof(float), "smear probabilities");
-    c->q = ladle_malloc(rows * N * sizeof(float), "smear softmax");
-    c->keep = ladle_malloc(rows * N, "smear dropout mask");
-    c->renorm = ladle_malloc(rows, "smear renormalisation flags");
+    c->p = ladle_malloc_counted(&c->bytes, rows * N * sizeof(float), "smear probabilities");
+    c->q = ladle_malloc_counted(&c->bytes, rows * N * sizeof(float), "smear softmax");
+    c->keep = ladle_malloc_counted(&c->bytes, rows * N, "smear dropout mask");
+    c->renorm = ladle_malloc_counted(&c->bytes, rows, "smear renormalisation flags");
     if (!c->tag) {
-        c->m = ladle_calloc(rows * C, sizeof(float), "smear segment means");
-        c->z = ladle_malloc(rows * C * sizeof(float), "smear router inputs");
-        c->ln_mean = ladle_malloc(rows * sizeof(float), "smear LN means");
-        c->ln_rstd = ladle_malloc(rows * sizeof(float), "smear LN rstd");
-        c->wn = ladle_malloc((size_t)N * C * sizeof(float), "smear LN0(w)");
-        c->w_rstd = ladle_malloc((size_t)N * sizeof(float), "smear LN0 rstd");
-        c->G = ladle_malloc((size_t)N * C * sizeof(float), "smear router matrix");
-        c->dwn = ladle_malloc((size_t)N * C * sizeof(float), "smear dLN0(w)");
+        c->m = ladle_calloc_counted(&c->bytes, rows * C, sizeof(float), "smear segment means");
+        c->z = ladle_malloc_counted(&c->bytes, rows * C * sizeof(float), "smear router inputs");
+        c->ln_mean = ladle_malloc_counted(&c->bytes, rows * sizeof(float), "smear LN means");
+        c->ln_rstd = ladle_malloc_counted(&c->bytes, rows * sizeof(float), "smear LN rstd");
+        c->wn = ladle_malloc_counted(&c->bytes, (size_t)N * C * sizeof(float), "smear LN0(w)");
+        c->w_rstd = ladle_malloc_counted(&c->bytes, (size_t)N * sizeof(float), "smear LN0 rstd");
+        c->G = ladle_malloc_counted(&c->bytes, (size_t)N * C * sizeof(float), "smear router matrix");
+        c->dwn = ladle_malloc_counted(&c->bytes, (size_t)N * C * sizeof(float), "smear dLN0(w)");
     }
-    c->h = ladle_malloc((size_t)B * T * H * sizeof(float), "smear pre-activation");
-    c->a = ladle_malloc((size_t)B * T * H * sizeof(float), "smear post-activation");
-    c->w1m = ladle_malloc((size_t)H * C * sizeof(float), "smear merged w1");
-    c->b1m = ladle_malloc((size_t)H * sizeof(float), "smear merged b1");
-    c->w2m = ladle_malloc((size_t)C * H * sizeof(float), "smear merged w2");
-    c->b2m = ladle_malloc((size_t)C * sizeof(float), "smear merged b2");
-    c->dw1m = ladle_malloc((size_t)H * C * sizeof(float), "smear merged dw1");
-    c->db1m = ladle_malloc((size_t)H * sizeof(float), "smear merged db1");
-    c->dw2m = ladle_malloc((size_t)C * H * sizeof(float), "smear merged dw2");
-    c->db2m = ladle_malloc((size_t)C * sizeof(float), "smear merged db2");
-    c->da = ladle_malloc((size_t)S * H * sizeof(float), "smear da");
-    c->dh = ladle_malloc((size_t)S * H * sizeof(float), "smear dh");
-    c->dp = ladle_malloc((size_t)N * sizeof(float), "smear dp");
-    c->dq = ladle_malloc((size_t)N * sizeof(float), "smear dq");
-    c->dlogit = ladle_malloc((size_t)N * sizeof(float), "smear dlogit");
-    c->dz = ladle_malloc((size_t)C * sizeof(float), "smear dz");
-    c->dm = ladle_malloc((size_t)C * sizeof(float), "smear dm");
-    c->logit = ladle_malloc((size_t)N * sizeof(double), "smear logits");
+    c->h = ladle_malloc_counted(&c->bytes, (size_t)B * T * H * sizeof(float), "smear pre-activation");
+    c->a = ladle_malloc_counted(&c->bytes, (size_t)B * T * H * sizeof(float), "smear post-activation");
+    c->w1m = ladle_malloc_counted(&c->bytes, (size_t)H * C * sizeof(float), "smear merged w1");
+    c->b1m = ladle_malloc_counted(&c->bytes, (size_t)H * sizeof(float), "smear merged b1");
+    c->w2m = ladle_malloc_counted(&c->bytes, (size_t)C * H * sizeof(float), "smear merged w2");
+    c->b2m = ladle_malloc_counted(&c->bytes, (size_t)C * sizeof(float), "smear merged b2");
+    c->dw1m = ladle_malloc_counted(&c->bytes, (size_t)H * C * sizeof(float), "smear merged dw1");
+    c->db1m = ladle_malloc_counted(&c->bytes, (size_t)H * sizeof(float), "smear merged db1");
+    c->dw2m = ladle_malloc_counted(&c->bytes, (size_t)C * H * sizeof(float), "smear merged dw2");
+    c->db2m = ladle_malloc_counted(&c->bytes, (size_t)C * sizeof(float), "smear merged db2");
+    c->da = ladle_malloc_counted(&c->bytes, (size_t)S * H * sizeof(float), "smear da");
+    c->dh = ladle_malloc_counted(&c->bytes, (size_t)S * H * sizeof(float), "smear dh");
+    c->dp = ladle_malloc_counted(&c->bytes, (size_t)N * sizeof(float), "smear dp");
+    c->dq = ladle_malloc_counted(&c->bytes, (size_t)N * sizeof(float), "smear dq");
+    c->dlogit = ladle_malloc_counted(&c->bytes, (size_t)N * sizeof(float), "smear dlogit");
+    c->dz = ladle_malloc_counted(&c->bytes, (size_t)C * sizeof(float), "smear dz");
+    c->dm = ladle_malloc_counted(&c->bytes, (size_t)C * sizeof(float), "smear dm");
+    c->logit = ladle_malloc_counted(&c->bytes, (size_t)N * sizeof(double), "smear logits");
     return c;
 }
+
+size_t ladle_smear_cache_bytes(const ladle_smear_cache *c) { return sizeof *c + c->bytes; }
 
 void ladle_smear_cache_free(ladle_smear_cache *c)
 {

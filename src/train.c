@@ -10,7 +10,6 @@
 #include <blis.h>
 #include <errno.h>
 #include <hdf5.h>
-#include <malloc.h>
 #include <signal.h>
 #include <math.h>
 #include <stdio.h>
@@ -50,25 +49,11 @@ static size_t corpus_memory(const ladle_corpus *c)
     return bytes;
 }
 
-/* Bytes the C library has handed out (glibc: arena and mmap'd chunks); 0 where unknown. */
-static size_t allocated_bytes(void)
-{
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
-    struct mallinfo2 mi = mallinfo2();
-    return mi.uordblks + mi.hblkhd;
-#else
-    return 0;
-#endif
-}
-
-/* ladle_activations_create, returning what it allocated: the sizes are spread over
- * model.c, moe.c and smear.c, so measuring is the one way that cannot drift from them. */
+/* ladle_activations_create, returning what it allocated (the buffers count themselves). */
 static size_t create_activations(ladle_activations *acts, const ladle_model *model, int B)
 {
-    size_t before = allocated_bytes();
     ladle_activations_create(acts, model, B);
-    size_t after = allocated_bytes();
-    return after > before ? after - before : 0;
+    return acts->bytes;
 }
 
 void ladle_train_plan_make(ladle_train_plan *plan, const ladle_config *cfg, int domains, size_t corpus_bytes,
@@ -146,7 +131,7 @@ int ladle_train_plan_memory(const ladle_train_plan *plan, int rank, ladle_plan_i
     items[n++] = (ladle_plan_item){"AdamW m and v of the bank shard", 2 * s.bank_own, f};
     items[n++] = (ladle_plan_item){"low-rank factors, gradient, AdamW m and v", 4 * plan->lowrank, f};
     items[n++] = (ladle_plan_item){"router, gradient, AdamW m and v", 4 * plan->router, f};
-    items[n++] = (ladle_plan_item){"activations (allocation measured)", acts, 1};
+    items[n++] = (ladle_plan_item){"activations and routed-site caches", acts, 1};
     items[n++] = (ladle_plan_item){"batch tokens, targets, domain labels", (size_t)B,
                                    2 * (size_t)plan->context + sizeof(int)};
     items[n++] = (ladle_plan_item){"corpus (every rank reads all of it)", plan->corpus_bytes, 1};

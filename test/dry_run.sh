@@ -129,7 +129,7 @@ for P in 1 2 3; do
 done
 echo "shares: $(wc -l < "$TMP/table1") + $(wc -l < "$TMP/table2") + $(wc -l < "$TMP/table3") ranks add up to p = $p, bank = $bank"
 
-# activations: a + b B for B sequences (batch 6: 6 on one rank, 3 on two, 2 on three), and
+# activations: exactly a + b B for B sequences (batch 6: 6 on one rank, 3 on two, 2 on three), and
 # at least the logits, probabilities and their gradient (3 B T 256 floats) plus the
 # attention matrices (L B heads T^2 floats): L 2, T 33, heads 5
 acts() { awk '/^  activations/ { print $(NF - 2) }' "$1"; }
@@ -138,7 +138,19 @@ awk -v a6="$a6" -v a3="$a3" -v a2="$a2" 'BEGIN {
     b = a3 - a2; r = (a6 - a3) / (3 * b)
     low = 4 * (3 * 6 * 33 * 256 + 2 * 6 * 5 * 33 * 33)
     printf "activations: %d, %d, %d bytes for 6, 3, 2 sequences (slope ratio %.4f, lower bound %d)\n", a6, a3, a2, r, low
-    exit !(b > 0 && r > 0.99 && r < 1.01 && a6 >= low && a6 < 4 * low) }' || fail "activations are not what the trainer allocates"
+    exit !(b > 0 && a6 - a3 == 3 * b && a6 >= low && a6 < 4 * low) }' || fail "activations are not what the trainer allocates"
+passed=$((passed + 1))
+# routed sites keep caches of their own, also linear in B, and on top of the dense layers'
+ROUTED="$SOUP model.ffn=moe,smear smear.segment=11"
+for P in 1 2 3; do
+    # shellcheck disable=SC2086
+    "$LADLE" train $ROUTED $C run.dir="$TMP/none" --dry-run --ranks $P > "$TMP/routed$P" 2>&1 \
+        || { cat "$TMP/routed$P" >&2; fail "dry run of moe,smear sites on $P ranks"; }
+done
+r6=$(acts "$TMP/routed1"); r3=$(acts "$TMP/routed2"); r2=$(acts "$TMP/routed3")
+echo "routed activations: $r6, $r3, $r2 bytes for 6, 3, 2 sequences"
+[ $((r6 - r3)) -eq $((3 * (r3 - r2))) ] && [ $((r3 - r2)) -gt $((a3 - a2)) ] \
+    || fail "moe/smear caches are not counted linearly on top of the dense activations"
 passed=$((passed + 1))
 
 # ---- under mpiexec: the same plan, and the trainer's own report agrees ----------------

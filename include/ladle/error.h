@@ -46,5 +46,10 @@ void *ladle_malloc_at(size_t bytes, const char *what, const char *file, int line
 void *ladle_calloc_at(size_t count, size_t size, const char *what, const char *file, int line);
 #define ladle_malloc(bytes, what) ladle_malloc_at((bytes), (what), __FILE__, __LINE__)
 #define ladle_calloc(count, size, what) ladle_calloc_at((count), (size), (what), __FILE__, __LINE__)
+/* The same, adding the bytes to *total: buffers that report their size (ladle train --dry-run). */
+#define ladle_malloc_counted(total, bytes, what) \
+    (*(total) += (bytes), ladle_malloc_at((bytes), (what), __FILE__, __LINE__))
+#define ladle_calloc_counted(total, count, size, what) \
+    (*(total) += (count) * (size), ladle_calloc_at((count), (size), (what), __FILE__, __LINE__))
 
 #endif

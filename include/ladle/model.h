@@ -99,6 +99,7 @@ typedef struct {
     ladle_smear_cache **adapter_cache;   /* [2 L]: after attention, after the FFN */
     float *adapt_scratch, *d_adapt;      /* [B, T, C]: an adapter's output; d of its input */
     int layers;
+    size_t bytes;                /* everything allocated above, routed caches included */
     ladle_forward_context ctx;   /* set by the caller before a forward */
     double aux_sum;              /* MoE load-balancing losses of the last forward (sum) */
 } ladle_activations;

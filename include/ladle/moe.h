@@ -27,6 +27,8 @@ typedef struct {
 typedef struct ladle_moe_cache ladle_moe_cache;
 
 ladle_moe_cache *ladle_moe_cache_create(int N, int C, const ladle_moe_dims *dims);
+/* Bytes the cache holds (for memory plans). */
+size_t ladle_moe_cache_bytes(const ladle_moe_cache *cache);
 void ladle_moe_cache_free(ladle_moe_cache *cache);
 
 /* out [N, C] = the layer's output (not including the residual). Returns the SUM over the

@@ -51,6 +51,8 @@ typedef struct {
 typedef struct ladle_smear_cache ladle_smear_cache;
 
 ladle_smear_cache *ladle_smear_cache_create(int B, int T, int C, const ladle_smear_dims *dims);
+/* Bytes the cache holds (for memory plans). */
+size_t ladle_smear_cache_bytes(const ladle_smear_cache *cache);
 void ladle_smear_cache_free(ladle_smear_cache *cache);
 
 /* Context of a forward: training (dropout on) or not, and the counters that make the

@@ -34,7 +34,7 @@
  * that its shard, bank and router agree with it, so the plan cannot drift from the
  * trainer. Everything is arithmetic on the configuration and the corpus' metadata except
  * the activations, whose sizes live in model.c, moe.c and smear.c: those are allocated
- * once (never touched, so they cost address space, not memory) and measured. */
+ * once (never touched, so they cost address space, not memory) and report their size. */
 typedef struct {
     int ranks;                 /* P */
     int domains;               /* k, from the corpus */
@@ -48,7 +48,7 @@ typedef struct {
     size_t lowrank;            /* low-rank factors U, V of every expert (replicated); 0 with dense experts */
     size_t router;             /* router parameters (replicated); 0 for a dense model */
     size_t slice, padded;      /* the shard's slice (equal on every rank) and the padded vector, P x slice */
-    /* bytes allocated for the activations of B sequences (B = 0: not measured); a rank of
+    /* bytes allocated for the activations of B sequences (B = 0: not known); a rank of
      * the plan has floor(batch / P) or that + 1 sequences, at least one (evaluation) */
     int acts_batch[2];
     size_t acts_bytes[2];
