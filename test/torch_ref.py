@@ -156,6 +156,22 @@ class GPT(nn.Module):
 # ---------------------------------------------------------------- the schedule
 
 
+def compare_step(checks, t, c_losses, c_steps, loss, lr, norm):
+    """Step t of an AdamW run: C's loss, learning rate and gradient norm against torch's."""
+    err = abs(c_losses[t] - loss) / max(abs(loss), TINY)
+    checks.note("adamw loss", err)
+    checks.expect(err <= TOL, f"AdamW step {t + 1}: C loss {c_losses[t]:.9g}, torch {loss:.9g} (rel. {err:.3e})")
+    if t < c_steps.shape[0]:
+        c_lr, c_norm = c_steps[t, 1], c_steps[t, 2]
+        lr_err = abs(c_lr - lr) / max(lr, TINY)
+        norm_err = abs(c_norm - norm) / max(norm, TINY)
+        checks.note("lr", lr_err)
+        checks.note("grad norm", norm_err)
+        checks.expect(lr_err <= 1e-6, f"AdamW step {t + 1}: C lr {c_lr:.9g}, python {lr:.9g}")
+        checks.expect(norm_err <= TOL, f"AdamW step {t + 1}: C grad norm {c_norm:.9g}, torch {norm:.9g}")
+    print(f"          {t + 1:>4}   {lr:.6e}  {norm:.6e}  {c_losses[t]:.9f}  {loss:.9f}  {err:.3e}")
+
+
 def lr_at(cfg, step):
     """Linear warmup to train.lr over train.warmup steps, then cosine decay to
     train.lr * train.min_lr_ratio at the last step (0-based step)."""
@@ -595,18 +611,7 @@ def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
             norm = float(torch.sqrt(sum((p.grad ** 2).sum() for p in params)))
         opt.step()
         ref_losses.append(loss.item())
-        err = abs(c_losses[t] - loss.item()) / max(abs(loss.item()), TINY)
-        checks.note("adamw loss", err)
-        checks.expect(err <= TOL, f"AdamW step {t + 1}: C loss {c_losses[t]:.9g}, torch {loss.item():.9g} (rel. {err:.3e})")
-        if t < c_steps.shape[0]:
-            c_lr, c_norm = c_steps[t, 1], c_steps[t, 2]
-            lr_err = abs(c_lr - lr) / max(lr, TINY)
-            norm_err = abs(c_norm - norm) / max(norm, TINY)
-            checks.note("lr", lr_err)
-            checks.note("grad norm", norm_err)
-            checks.expect(lr_err <= 1e-6, f"AdamW step {t + 1}: C lr {c_lr:.9g}, python {lr:.9g}")
-            checks.expect(norm_err <= TOL, f"AdamW step {t + 1}: C grad norm {c_norm:.9g}, torch {norm:.9g}")
-        print(f"          {t + 1:>4}   {lr:.6e}  {norm:.6e}  {c_losses[t]:.9f}  {loss.item():.9f}  {err:.3e}")
+        compare_step(checks, t, c_losses, c_steps, loss.item(), lr, norm)
     print(f"  clipping active in {clipped} of {steps} steps; loss {ref_losses[0]:.4f} -> {ref_losses[-1]:.4f}")
 
     # ---- the state after those steps, tensor by tensor, as the update (final - initial):
@@ -779,18 +784,7 @@ def main():
             norm = float(torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters())))
         opt.step()
         ref_losses.append(loss.item())
-        err = abs(c_losses[t] - loss.item()) / max(abs(loss.item()), TINY)
-        checks.note("adamw loss", err)
-        checks.expect(err <= TOL, f"AdamW step {t + 1}: C loss {c_losses[t]:.9g}, torch {loss.item():.9g} (rel. {err:.3e})")
-        if t < c_steps.shape[0]:
-            c_lr, c_norm = c_steps[t, 1], c_steps[t, 2]
-            lr_err = abs(c_lr - lr) / max(lr, TINY)
-            norm_err = abs(c_norm - norm) / max(norm, TINY)
-            checks.note("lr", lr_err)
-            checks.note("grad norm", norm_err)
-            checks.expect(lr_err <= 1e-6, f"AdamW step {t + 1}: C lr {c_lr:.9g}, python {lr:.9g}")
-            checks.expect(norm_err <= TOL, f"AdamW step {t + 1}: C grad norm {c_norm:.9g}, torch {norm:.9g}")
-        print(f"          {t + 1:>4}   {lr:.6e}  {norm:.6e}  {c_losses[t]:.9f}  {loss.item():.9f}  {err:.3e}")
+        compare_step(checks, t, c_losses, c_steps, loss.item(), lr, norm)
     print(f"  clipping active in {clipped} of {steps} steps; loss {ref_losses[0]:.4f} -> {ref_losses[-1]:.4f}")
 
     # ---- negative control: a 1% error in one loss of the curve must be flagged
