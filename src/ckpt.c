@@ -152,18 +152,6 @@ static int read_names_attr(hid_t obj, const char *name, char (**names)[LADLE_NAM
     return n;
 }
 
-static void write_float_array_attr(hid_t obj, const char *name, const float *v, int n)
-{
-    hsize_t dims[1] = {(hsize_t)n};
-    hid_t space = H5Screate_simple(1, dims, NULL);
-    H5_CHECK(space);
-    hid_t attr = H5Acreate2(obj, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT);
-    H5_CHECK(attr);
-    H5_CHECK(H5Awrite(attr, H5T_NATIVE_FLOAT, v));
-    H5_CHECK(H5Aclose(attr));
-    H5_CHECK(H5Sclose(space));
-}
-
 /* ---- low-rank factors ------------------------------------------------------------
  * In memory a factor is [rows x n r] (column j r + s is expert j's s-th column); in the
  * file it is [n, rows, r], so that U[j] @ V[j].T is expert j's matrix in h5py. */
@@ -344,8 +332,9 @@ void ladle_ckpt_save(const char *path, const ladle_ckpt_contents *c)
     free(text);
     ladle_h5_write_string_attr(file, "ladle_version", PACKAGE_VERSION);
     write_names_attr(file, "domains", c->domain_names, c->n_domains);
-    if (c->h) write_float_array_attr(file, "h", c->h, c->n_domains);
-    if (c->alpha && c->n_alpha > 0) write_float_array_attr(file, "alpha", c->alpha, c->n_alpha);
+    if (c->h) ladle_h5_write_array_attr(file, "h", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, c->h, c->n_domains);
+    if (c->alpha && c->n_alpha > 0)
+        ladle_h5_write_array_attr(file, "alpha", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, c->alpha, c->n_alpha);
     if (c->source) ladle_h5_write_string_attr(file, "source", c->source);
 
     const ladle_ckpt_state *st = &c->state;

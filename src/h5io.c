@@ -62,17 +62,29 @@ hid_t ladle_h5_open_ladle_file(const char *path, const char *what, const char *e
 
 static hid_t vlen_utf8(void);
 
+/* Every attribute ladle writes: n values (n < 0: a scalar) of mem_type stored as file_type. */
+static void write_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *data, int n)
+{
+    hsize_t dims[1] = {(hsize_t)(n < 0 ? 1 : n)};
+    hid_t space = n < 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, dims, NULL);
+    H5_CHECK(space);
+    hid_t attr = H5Acreate2(obj, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
+    H5_CHECK(attr);
+    H5_CHECK(H5Awrite(attr, mem_type, data));
+    H5_CHECK(H5Aclose(attr));
+    H5_CHECK(H5Sclose(space));
+}
+
+void ladle_h5_write_array_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *values, int n)
+{
+    write_attr(obj, name, file_type, mem_type, values, n);
+}
+
 void ladle_h5_write_string_attr(hid_t obj, const char *name, const char *value)
 {
     /* variable-length UTF-8: h5py returns a Python str */
     hid_t type = vlen_utf8();
-    hid_t space = H5Screate(H5S_SCALAR);
-    H5_CHECK(space);
-    hid_t attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    H5_CHECK(attr);
-    H5_CHECK(H5Awrite(attr, type, &value));
-    H5_CHECK(H5Aclose(attr));
-    H5_CHECK(H5Sclose(space));
+    write_attr(obj, name, type, type, &value, -1);
     H5_CHECK(H5Tclose(type));
 }
 
@@ -115,13 +127,7 @@ char *ladle_h5_read_string_attr(hid_t obj, const char *name)
 
 void ladle_h5_write_scalar_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *value)
 {
-    hid_t space = H5Screate(H5S_SCALAR);
-    H5_CHECK(space);
-    hid_t attr = H5Acreate2(obj, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
-    H5_CHECK(attr);
-    H5_CHECK(H5Awrite(attr, mem_type, value));
-    H5_CHECK(H5Aclose(attr));
-    H5_CHECK(H5Sclose(space));
+    write_attr(obj, name, file_type, mem_type, value, -1);
 }
 
 void ladle_h5_write_long_attr(hid_t obj, const char *name, long value)
@@ -171,14 +177,7 @@ static hid_t vlen_utf8(void)
 void ladle_h5_write_strings_attr(hid_t obj, const char *name, const char *const *values, int n)
 {
     hid_t type = vlen_utf8();
-    hsize_t dims[1] = {(hsize_t)n};
-    hid_t space = H5Screate_simple(1, dims, NULL);
-    H5_CHECK(space);
-    hid_t attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    H5_CHECK(attr);
-    H5_CHECK(H5Awrite(attr, type, values));
-    H5_CHECK(H5Aclose(attr));
-    H5_CHECK(H5Sclose(space));
+    write_attr(obj, name, type, type, values, n);
     H5_CHECK(H5Tclose(type));
 }
 

@@ -21,6 +21,8 @@ hid_t ladle_h5_fapl_mpio(MPI_Comm comm);
 /* Writers for attributes (scalar dataspace). Strings are variable-length UTF-8. */
 void ladle_h5_write_string_attr(hid_t obj, const char *name, const char *value);
 void ladle_h5_write_scalar_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *value);
+/* A 1-D array attribute of n values of mem_type, stored as file_type. */
+void ladle_h5_write_array_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *values, int n);
 /* Reads a fixed- or variable-length string attribute; malloc'd, or NULL if absent. */
 char *ladle_h5_read_string_attr(hid_t obj, const char *name);
 void ladle_h5_write_long_attr(hid_t obj, const char *name, long value);
