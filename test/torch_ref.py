@@ -156,6 +156,27 @@ class GPT(nn.Module):
 # ---------------------------------------------------------------- the schedule
 
 
+def negative_control(checks, what, c, ref):
+    """A 1% error in the largest element of C's values must exceed the tolerance."""
+    bad = np.asarray(c, dtype=np.float64).ravel().copy()
+    i = int(np.argmax(np.abs(bad)))
+    bad[i] *= 1.01
+    err = rel_err(bad, np.asarray(ref).ravel())
+    checks.expect(err > TOL, f"negative control: 1% error in {what}[{i}] NOT flagged (rel. {err:.3e})")
+    print(f"  negative control: 1% error in {what}[{i}] -> rel. error {err:.3e} "
+          f"({'flagged' if err > TOL else 'NOT flagged'})")
+
+
+def load_curve(checks, d, cfg):
+    """C's AdamW run: losses, per-step (step, lr, grad norm) rows, and the step count."""
+    c_losses = np.loadtxt(os.path.join(d, "losses.txt"), dtype=np.float64, ndmin=1)
+    c_steps = np.loadtxt(os.path.join(d, "steps.txt"), dtype=np.float64, ndmin=2)
+    steps = int(cfg["train.steps"])
+    checks.expect(c_losses.size == steps and c_steps.shape[0] == steps,
+                  f"losses.txt/steps.txt: {c_losses.size}/{c_steps.shape[0]} lines, expected {steps}")
+    return c_losses, c_steps, steps
+
+
 def compare_step(checks, t, c_losses, c_steps, loss, lr, norm):
     """Step t of an AdamW run: C's loss, learning rate and gradient norm against torch's."""
     err = abs(c_losses[t] - loss) / max(abs(loss), TINY)
@@ -565,29 +586,13 @@ def check_soup(d, cfg, meta, tensors, rtensors, layout, tokens, targets, checks)
         off, size = layout[victim]
         controls = [(f"dE_{j} {victim}", c_egrads[j, off - bank_lo:off - bank_lo + size], ref_dE[j][victim])]
     for what, c, ref in controls:
-        bad = c.astype(np.float64).ravel().copy()
-        i = int(np.argmax(np.abs(bad)))
-        bad[i] *= 1.01
-        err = rel_err(bad, ref.ravel())
-        checks.expect(err > TOL, f"negative control: 1% error in {what}[{i}] NOT flagged (rel. {err:.3e})")
-        print(f"  negative control: 1% error in {what}[{i}] -> rel. error {err:.3e} "
-              f"({'flagged' if err > TOL else 'NOT flagged'})")
-    bad = c_dalpha.astype(np.float64).copy()
-    i = int(np.argmax(np.abs(bad)))
-    bad[i] *= 1.01
-    err = rel_err(bad, ref_dalpha)
-    checks.expect(err > TOL, f"negative control: 1% error in dalpha[{i}] NOT flagged (rel. {err:.3e})")
-    print(f"  negative control: 1% error in dalpha[{i}] -> rel. error {err:.3e} "
-          f"({'flagged' if err > TOL else 'NOT flagged'})")
+        negative_control(checks, what, c, ref)
+    negative_control(checks, "dalpha", c_dalpha, ref_dalpha)
 
     # ---- train.steps soup steps with AdamW over S, every expert (dense, or the factors of the
     # low-rank ones) and the router, clipped
     # by one global norm over all of them, on the same batch and the same h
-    c_losses = np.loadtxt(os.path.join(d, "losses.txt"), dtype=np.float64, ndmin=1)
-    c_steps = np.loadtxt(os.path.join(d, "steps.txt"), dtype=np.float64, ndmin=2)
-    steps = int(cfg["train.steps"])
-    checks.expect(c_losses.size == steps and c_steps.shape[0] == steps,
-                  f"losses.txt/steps.txt: {c_losses.size}/{c_steps.shape[0]} lines, expected {steps}")
+    c_losses, c_steps, steps = load_curve(checks, d, cfg)
     soup = build()
     params = soup.parameters()
     expected = len(layout) + (2 * n * len(carriers) if r > 0 else n * len(bank)) + 4
@@ -744,20 +749,10 @@ def main():
     # ---- negative control: a 1% error in one element of one gradient must be flagged
     victim = max(tensors, key=lambda t: t[2] * t[3])[0]   # the largest tensor: hardest case
     off, size = layout[victim]
-    bad = c_grads[off:off + size].astype(np.float64).copy()
-    i = int(np.argmax(np.abs(bad)))
-    bad[i] *= 1.01
-    err = rel_err(bad, ref_grads[victim])
-    checks.expect(err > TOL, f"negative control: 1% error in {victim}[{i}] NOT flagged (rel. {err:.3e})")
-    print(f"  negative control: 1% error in {victim}[{i}] -> rel. error {err:.3e} "
-          f"({'flagged' if err > TOL else 'NOT flagged'})")
+    negative_control(checks, victim, c_grads[off:off + size], ref_grads[victim])
 
     # ---- AdamW with clipping and the lr schedule, on the same batch
-    c_losses = np.loadtxt(os.path.join(d, "losses.txt"), dtype=np.float64, ndmin=1)
-    c_steps = np.loadtxt(os.path.join(d, "steps.txt"), dtype=np.float64, ndmin=2)
-    steps = int(cfg["train.steps"])
-    checks.expect(c_losses.size == steps and c_steps.shape[0] == steps,
-                  f"losses.txt/steps.txt: {c_losses.size}/{c_steps.shape[0]} lines, expected {steps}")
+    c_losses, c_steps, steps = load_curve(checks, d, cfg)
     model = GPT(L, C, NH, T, M).double()
     load_params(model, params)
     named = model.named_for_ladle()
