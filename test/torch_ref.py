@@ -50,12 +50,12 @@ try:
     import torch.nn as nn
     import torch.nn.functional as F
     from torch.nn.utils.stateless import functional_call
+    from torch_checks import Checks, TINY, rel_err
 except ImportError as e:  # automake's "skipped"
     print(f"torch_ref: SKIP: cannot import torch/numpy ({e})")
     sys.exit(77)
 
 TOL = 1e-4          # relative error bound for every comparison
-TINY = 1e-30
 VOCAB = 256
 
 
@@ -205,33 +205,6 @@ def lr_at(cfg, step):
     progress = min(1.0, (step - warmup) / (decay_steps - 1))
     min_lr = lr * cfg["train.min_lr_ratio"]
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
-
-
-# ---------------------------------------------------------------- checks
-
-
-class Checks:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-        self.worst = {}
-
-    def expect(self, ok, what):
-        if ok:
-            self.passed += 1
-        else:
-            self.failed += 1
-            print(f"FAIL: {what}")
-
-    def note(self, kind, err):
-        self.worst[kind] = max(self.worst.get(kind, 0.0), err)
-
-
-def rel_err(a, b):
-    """||a - b|| / max(||b||, tiny), b the reference; in float64."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return float(np.linalg.norm((a - b).ravel()) / max(float(np.linalg.norm(b.ravel())), TINY))
 
 
 def read_manifest(path):

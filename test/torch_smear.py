@@ -40,12 +40,12 @@ try:
     import numpy as np
     import torch
     import torch.nn.functional as F
+    from torch_checks import Checks, rel_err
 except ImportError as e:  # automake's "skipped"
     print(f"torch_smear: SKIP: cannot import torch/numpy ({e})")
     sys.exit(77)
 
 TOL = 1e-4
-TINY = 1e-30
 M64 = (1 << 64) - 1
 # rng.h: LADLE_STREAM_EXPERT is the 7th stream (INIT = 1); smear.c uses the next one
 DROPOUT_STREAM = 7 + 1
@@ -64,24 +64,6 @@ def rng_uniform(seed, step, stream, index):
     h = mix64(h ^ ((stream * 0xD1B54A32D192ED03) & M64))
     h = mix64(h ^ (index & M64))
     return (h >> 40) / 16777216.0   # 24 bits, exact in float32 and float64
-
-
-def rel_err(a, b):
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return float(np.linalg.norm((a - b).ravel()) / max(float(np.linalg.norm(b.ravel())), TINY))
-
-
-class Checks:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def expect(self, ok, what):
-        if ok:
-            self.passed += 1
-        else:
-            self.failed += 1
-            print(f"FAIL: {what}")
 
 
 def read_dump(d):
