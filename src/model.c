@@ -9,17 +9,19 @@
 #include <string.h>
 
 
+ladle_tensor ladle_tensor_make(const char *name, int rows, int cols, size_t offset, int decay)
+{
+    ladle_tensor t = {.ndim = cols > 0 ? 2 : 1, .shape = {rows, cols > 0 ? cols : 1}, .offset = offset, .decay = decay};
+    snprintf(t.name, sizeof t.name, "%s", name);
+    t.size = (size_t)rows * (size_t)t.shape[1];
+    return t;
+}
+
 static void add_tensor(ladle_model *m, const char *name, int rows, int cols, int decay,
                        float init_std, float init_value)
 {
     ladle_tensor *t = &m->tensors[m->n_tensors++];
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->ndim = cols > 0 ? 2 : 1;
-    t->shape[0] = rows;
-    t->shape[1] = cols > 0 ? cols : 1;
-    t->size = (size_t)rows * (size_t)t->shape[1];
-    t->offset = m->n_params;
-    t->decay = decay;
+    *t = ladle_tensor_make(name, rows, cols, m->n_params, decay);
     t->init_std = init_std;
     t->init_value = init_value;
     m->n_params += t->size;

@@ -21,21 +21,10 @@ enum { W1, B1, W2, B2 };
 
 static void set_tensor(ladle_router *r, int i, const char *name, int rows, int cols, int decay)
 {
-    ladle_tensor *t = &r->tensors[i];
-    memset(t, 0, sizeof *t);
-    snprintf(t->name, sizeof t->name, "%s", name);
-    /* 1-D tensors as in model.c: ndim 1, shape [rows, 1] */
-    t->ndim = cols > 0 ? 2 : 1;
-    t->shape[0] = rows;
-    t->shape[1] = cols > 0 ? cols : 1;
-    t->size = (size_t)rows * (size_t)t->shape[1];
-    t->offset = r->n_params;
-    t->decay = decay;
     /* init_std = init_value = 0: the uniform init is ladle_router_init's, not the
      * model's normal/constant scheme */
-    t->init_std = 0.0f;
-    t->init_value = 0.0f;
-    r->n_params += t->size;
+    r->tensors[i] = ladle_tensor_make(name, rows, cols, r->n_params, decay);
+    r->n_params += r->tensors[i].size;
 }
 
 void ladle_router_create(ladle_router *router, int k, int hidden, int n, ladle_alpha_kind alpha_kind)

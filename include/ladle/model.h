@@ -28,6 +28,10 @@ typedef struct {
     float init_value;
 } ladle_tensor;
 
+/* A tensor of rows x cols (cols = 0: a vector, ndim 1, shape [rows, 1]) at `offset` of its
+ * flat vector; init_std = init_value = 0, frozen = 0. */
+ladle_tensor ladle_tensor_make(const char *name, int rows, int cols, size_t offset, int decay);
+
 typedef struct {
     int layers, dim, heads, context;   /* L, C, NH, T */
     int ffn_hidden;                    /* dense FFN hidden width (model.ffn_mult * C) */
