@@ -54,3 +54,23 @@ make_small_corpus() {
 
 # Tiny model settings for fast MPI runs.
 TINY="model.layers=2 model.dim=32 model.heads=4 model.context=32 train.batch=6 train.lr=3e-3 train.warmup=2 eval.sequences=4 eval.every=0"
+
+# step_losses RUN_DIR: the training loss of every step in RUN_DIR/metrics.jsonl, a line each.
+step_losses() {
+    grep '"tokens_per_s"' "$1/metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/'
+}
+
+# step_loss_pairs RUN_DIR: "step loss" of every step in RUN_DIR/metrics.jsonl, a line each.
+step_loss_pairs() {
+    grep '"tokens_per_s"' "$1/metrics.jsonl" | sed 's/.*"step": \([0-9]*\), "loss": \([^,]*\),.*/\1 \2/'
+}
+
+# same_losses LABEL FILE_A FILE_B STEPS: two loss curves (a loss per line) of STEPS steps
+# agree to 1e-5 relative; prints the worst difference and every step beyond it.
+same_losses() {
+    paste "$2" "$3" | awk -v label="$1" -v steps="$4" '
+        { d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > worst) worst = r;
+          if (r > 1e-5) { bad++; printf "step %d: %s vs %s (rel %.2e)\n", NR, $1, $2, r } }
+        END { printf "%s: worst relative difference %.2e over %d steps\n", label, worst, NR;
+              exit bad > 0 || NR != steps }'
+}

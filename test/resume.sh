@@ -15,7 +15,6 @@ passed=0
 CFG="$TINY train.batch=24 train.steps=40 ckpt.every=10 ckpt.keep_last=2 log.every=40 data.corpus=$TMP/corpus.h5"
 SOUP="$CFG soup.experts=5 router.hidden=8 soup.expert_init_std=0.02 meta.support=2"
 
-losses() { grep '"tokens_per_s"' "$1/metrics.jsonl" | sed 's/.*"step": \([0-9]*\), "loss": \([^,]*\),.*/\1 \2/'; }
 
 # compare LOSSES_A LOSSES_B TOL LABEL: same steps, relative difference <= TOL (0: identical)
 compare() {
@@ -31,7 +30,7 @@ compare() {
 # --- 1. kill -9 mid-run, same rank count -------------------------------------------------
 # shellcheck disable=SC2086
 run_mpi 2 "^done: 40 steps" "$LADLE" train $SOUP run.dir="$TMP/full2" || fail "uninterrupted run"
-losses "$TMP/full2" > "$TMP/full2.loss"
+step_loss_pairs "$TMP/full2" > "$TMP/full2.loss"
 # shellcheck disable=SC2086
 (timeout 300 $TESTMPIRUN 2 "$LADLE" train $SOUP train.batch=96 run.dir="$TMP/kill" > "$TMP/kill.out" 2>&1) &
 # the larger batch makes steps slow enough to strike between the checkpoints of 20 and 30
@@ -43,7 +42,7 @@ victim=$(pgrep -f "ladle train .*run.dir=$TMP/kill" | tail -1)
 [ -n "$victim" ] || fail "no rank process to kill"
 kill -9 "$victim"
 wait
-step_killed=$(losses "$TMP/kill" | tail -1 | cut -d' ' -f1)
+step_killed=$(step_loss_pairs "$TMP/kill" | tail -1 | cut -d' ' -f1)
 [ "$(cat "$TMP/kill/latest")" = "ckpt-00000020.h5" ] || fail "latest is '$(cat "$TMP/kill/latest")' after the kill at step $step_killed"
 echo "killed a rank after step $step_killed; latest = $(cat "$TMP/kill/latest")"
 # shellcheck disable=SC2086
@@ -51,8 +50,8 @@ run_mpi 2 "^done: 40 steps" "$LADLE" train $SOUP train.batch=96 run.dir="$TMP/ki
 grep -q "resuming from $TMP/kill/ckpt-00000020.h5 at step 20" "$TMP/out" || fail "did not resume from step 20"
 # shellcheck disable=SC2086
 run_mpi 2 "^done: 40 steps" "$LADLE" train $SOUP train.batch=96 run.dir="$TMP/full96" || fail "uninterrupted batch-96 run"
-losses "$TMP/kill" > "$TMP/kill.loss"
-losses "$TMP/full96" > "$TMP/full96.loss"
+step_loss_pairs "$TMP/kill" > "$TMP/kill.loss"
+step_loss_pairs "$TMP/full96" > "$TMP/full96.loss"
 compare "$TMP/full96.loss" "$TMP/kill.loss" 0 "kill -9 at step $step_killed, resume on 2 ranks"
 [ ! -e "$TMP/kill/ckpt-00000010.h5" ] && [ -e "$TMP/kill/ckpt-00000030.h5" ] && [ -e "$TMP/kill/ckpt-00000040.h5" ] \
     || { ls "$TMP/kill" >&2; fail "ckpt.keep_last=2 retention"; }
@@ -66,7 +65,7 @@ for pair in "4 2" "2 3" "1 4"; do
     # shellcheck disable=SC2086
     run_mpi $2 "^done: 40 steps" "$LADLE" train $SOUP run.dir="$TMP/p$1" || fail "second half on $2 ranks"
     grep -q "resuming from .*ckpt-00000020.h5 at step 20" "$TMP/out" || fail "$1 -> $2 ranks: no resume at step 20"
-    losses "$TMP/p$1" > "$TMP/p$1.loss"
+    step_loss_pairs "$TMP/p$1" > "$TMP/p$1.loss"
     compare "$TMP/full2.loss" "$TMP/p$1.loss" 1e-5 "checkpoint of $1 ranks resumed on $2"
     passed=$((passed + 1))
 done
@@ -85,10 +84,10 @@ wait
 grep -q "^preempted at step" "$TMP/usr1.out" || fail "no preemption message"
 # shellcheck disable=SC2086
 run_mpi 3 "^done: 40 steps" "$LADLE" train $SOUP train.batch=96 ckpt.every=0 run.dir="$TMP/usr1" || fail "resume after SIGUSR1"
-losses "$TMP/usr1" > "$TMP/usr1.loss"
+step_loss_pairs "$TMP/usr1" > "$TMP/usr1.loss"
 # shellcheck disable=SC2086
 run_mpi 3 "^done: 40 steps" "$LADLE" train $SOUP train.batch=96 ckpt.every=0 run.dir="$TMP/full3" || fail "uninterrupted 3 ranks"
-losses "$TMP/full3" > "$TMP/full3.loss"
+step_loss_pairs "$TMP/full3" > "$TMP/full3.loss"
 compare "$TMP/full3.loss" "$TMP/usr1.loss" 0 "SIGUSR1 $(grep '^preempted' "$TMP/usr1.out"), resume on 3 ranks"
 passed=$((passed + 1))
 

@@ -59,7 +59,6 @@ wait_for() {
 }
 # job_in JOBID 'STATE|STATE...'
 job_in() { job_field "$1" JobState | grep -Eqx "$2"; }
-losses() { grep '"tokens_per_s"' "$1/metrics.jsonl" | sed 's/.*"step": \([0-9]*\), "loss": \([^,]*\),.*/\1 \2/'; }
 
 make_small_corpus "$TMP/corpus.h5"
 
@@ -94,8 +93,8 @@ grep -q "restart 1 on" "$out" || fail "the requeued run is not in $out (open-mod
 grep -q "^resuming from $TMP/job/ckpt-$(printf %08d "$step").h5 at step $step" "$out" \
     || { cat "$out" >&2; fail "the requeued job did not resume from the step-$step checkpoint"; }
 grep -q "^done: $STEPS steps" "$out" || fail "no 'done: $STEPS steps' in $out"
-losses "$TMP/ref" > "$TMP/ref.loss"
-losses "$TMP/job" > "$TMP/job.loss"
+step_loss_pairs "$TMP/ref" > "$TMP/ref.loss"
+step_loss_pairs "$TMP/job" > "$TMP/job.loss"
 { [ "$(wc -l < "$TMP/ref.loss")" -eq $STEPS ] && [ "$(wc -l < "$TMP/job.loss")" -eq $STEPS ]; } \
     || fail "$(wc -l < "$TMP/ref.loss") reference and $(wc -l < "$TMP/job.loss") job loss lines, expected $STEPS"
 cmp -s "$TMP/ref.loss" "$TMP/job.loss" || { diff "$TMP/ref.loss" "$TMP/job.loss" | head >&2; fail "losses of the preempted job differ from the uninterrupted run"; }

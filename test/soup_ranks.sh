@@ -14,17 +14,13 @@ for n in 1 2 3 4; do
     # shellcheck disable=SC2086
     run_mpi $n "^done: 20 steps" "$LADLE" train $SOUP train.steps=20 data.corpus="$TMP/corpus.h5" run.dir="$TMP/soup$n" \
         || { cat "$TMP/out" >&2; fail "soup training on $n ranks"; }
-    grep '"tokens_per_s"' "$TMP/soup$n/metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/' > "$TMP/loss$n"
+    step_losses "$TMP/soup$n" > "$TMP/loss$n"
     [ "$(wc -l < "$TMP/loss$n")" -eq 20 ] || fail "$n ranks: expected 20 loss lines"
     sed -n 's/.*bank shard \([0-9]*\) bytes.*/\1/p' "$TMP/out" > "$TMP/bank$n"
     grep -q '"specialist_loss"' "$TMP/soup$n/metrics.jsonl" || fail "$n ranks: no specialist evaluation in metrics.jsonl"
 done
 for n in 2 3 4; do
-    paste "$TMP/loss1" "$TMP/loss$n" | awk -v n=$n '
-        { d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > worst) worst = r;
-          if (r > 1e-5) { bad++; printf "step %d: 1 rank %s, %d ranks %s (rel %.2e)\n", NR, $1, n, $2, r } }
-        END { printf "soup, 1 vs %d ranks: worst relative difference %.2e over %d steps\n", n, worst, NR; exit bad > 0 }' \
-        || fail "soup losses on $n ranks differ from 1 rank"
+    same_losses "soup, 1 vs $n ranks" "$TMP/loss1" "$TMP/loss$n" 20 || fail "soup losses on $n ranks differ from 1 rank"
     passed=$((passed + 1))
 done
 first=$(head -1 "$TMP/loss1"); last=$(tail -1 "$TMP/loss1")
@@ -45,13 +41,10 @@ for n in 1 2 3; do
     # shellcheck disable=SC2086
     run_mpi $n "^done: 12 steps" "$LADLE" train $SOUP soup.rank=2 soup.experts_on=blocks train.steps=12 \
         data.corpus="$TMP/corpus.h5" run.dir="$TMP/lowrank$n" || fail "low-rank soup on $n ranks"
-    grep '"tokens_per_s"' "$TMP/lowrank$n/metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/' > "$TMP/lr$n"
+    step_losses "$TMP/lowrank$n" > "$TMP/lr$n"
 done
 for n in 2 3; do
-    paste "$TMP/lr1" "$TMP/lr$n" | awk -v n=$n '
-        { d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > worst) worst = r; if (r > 1e-5) bad++ }
-        END { printf "low-rank soup, 1 vs %d ranks: worst relative difference %.2e over %d steps\n", n, worst, NR;
-              exit bad > 0 || NR != 12 }' || fail "low-rank soup losses on $n ranks differ from 1 rank"
+    same_losses "low-rank soup, 1 vs $n ranks" "$TMP/lr1" "$TMP/lr$n" 12 || fail "low-rank soup losses on $n ranks differ from 1 rank"
     passed=$((passed + 1))
 done
 
@@ -63,8 +56,8 @@ run_mpi 2 "^done: 1 steps" "$LADLE" train $TINY train.steps=1 train.warmup=0 dat
 # shellcheck disable=SC2086
 run_mpi 2 "^done: 1 steps" "$LADLE" train $SOUP soup.expert_init_std=0 train.steps=1 train.warmup=0 data.corpus="$TMP/corpus.h5" run.dir="$TMP/zero" \
     || fail "zero-expert soup run"
-d=$(grep '"tokens_per_s"' "$TMP/dense/metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
-z=$(grep '"tokens_per_s"' "$TMP/zero/metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/')
+d=$(step_losses "$TMP/dense")
+z=$(step_losses "$TMP/zero")
 [ "$d" = "$z" ] || fail "first loss of a zero-expert soup ($z) differs from the dense model's ($d)"
 passed=$((passed + 1))
 echo "soup_ranks: $passed passed, 0 failed"

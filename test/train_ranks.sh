@@ -9,15 +9,11 @@ for n in 1 2 3; do
     # shellcheck disable=SC2086
     run_mpi $n "^done: 20 steps" "$LADLE" train $TINY train.steps=20 data.corpus="$TMP/corpus.h5" run.dir="$TMP/run$n" \
         || { cat "$TMP/out" >&2; fail "training on $n ranks"; }
-    grep '"loss"' "$TMP/run$n/metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/' > "$TMP/loss$n"
+    step_losses "$TMP/run$n" > "$TMP/loss$n"
     [ "$(wc -l < "$TMP/loss$n")" -eq 20 ] || fail "$n ranks: expected 20 loss lines"
 done
 for n in 2 3; do
-    paste "$TMP/loss1" "$TMP/loss$n" | awk -v n=$n '
-        { d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > worst) worst = r;
-          if (r > 1e-5) { bad++; printf "step %d: 1 rank %s, %d ranks %s (rel %.2e)\n", NR, $1, n, $2, r } }
-        END { printf "1 vs %d ranks: worst relative difference %.2e over %d steps\n", n, worst, NR; exit bad > 0 }' \
-        || fail "losses on $n ranks differ from 1 rank"
+    same_losses "1 vs $n ranks" "$TMP/loss1" "$TMP/loss$n" 20 || fail "losses on $n ranks differ from 1 rank"
 done
 # routed FFN sites: a MoE layer (top-1, capacity dropping, balancing loss) and a SMEAR
 # layer (expert dropout on): the same losses on 1, 2 and 3 ranks
@@ -26,13 +22,10 @@ for n in 1 2 3; do
     # shellcheck disable=SC2086
     run_mpi $n "^done: 12 steps" "$LADLE" train $ROUTED train.steps=12 data.corpus="$TMP/corpus.h5" run.dir="$TMP/routed$n" \
         || fail "routed training on $n ranks"
-    grep '"tokens_per_s"' "$TMP/routed$n/metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/' > "$TMP/rl$n"
+    step_losses "$TMP/routed$n" > "$TMP/rl$n"
 done
 for n in 2 3; do
-    paste "$TMP/rl1" "$TMP/rl$n" | awk -v n=$n '
-        { d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > worst) worst = r; if (r > 1e-5) bad++ }
-        END { printf "moe,smear: 1 vs %d ranks: worst relative difference %.2e over %d steps\n", n, worst, NR;
-              exit bad > 0 || NR != 12 }' || fail "routed losses on $n ranks differ from 1 rank"
+    same_losses "moe,smear: 1 vs $n ranks" "$TMP/rl1" "$TMP/rl$n" 12 || fail "routed losses on $n ranks differ from 1 rank"
 done
 
 # SMEAR adapters after attention and FFN (the paper's placement), tag adapters too
@@ -41,12 +34,9 @@ for n in 1 2; do
     # shellcheck disable=SC2086
     run_mpi $n "^done: 8 steps" "$LADLE" train $ADAPT train.steps=8 data.corpus="$TMP/corpus.h5" run.dir="$TMP/adapt$n" \
         || fail "adapter training on $n ranks"
-    grep '"tokens_per_s"' "$TMP/adapt$n/metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/' > "$TMP/al$n"
+    step_losses "$TMP/adapt$n" > "$TMP/al$n"
 done
-paste "$TMP/al1" "$TMP/al2" | awk '
-    { d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > worst) worst = r; if (r > 1e-5) bad++ }
-    END { printf "smear adapters: 1 vs 2 ranks: worst relative difference %.2e over %d steps\n", worst, NR;
-          exit bad > 0 || NR != 8 }' || fail "adapter losses on 2 ranks differ from 1 rank"
+same_losses "smear adapters: 1 vs 2 ranks" "$TMP/al1" "$TMP/al2" 8 || fail "adapter losses on 2 ranks differ from 1 rank"
 
 # the losses must actually move: a run that learns nothing would also "agree"
 first=$(head -1 "$TMP/loss1"); last=$(tail -1 "$TMP/loss1")
