@@ -5,8 +5,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <hdf5.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,6 +294,70 @@ static void transfer_set(hid_t parent, io_dir dir, const ladle_model *m, const l
     H5_CHECK(H5Gclose(rgroup));
 }
 
+/* ---- finite values ----------------------------------------------------------------
+ * A NaN or Inf in a file would only show up as a NaN loss much later: files are checked
+ * when read and before they are written. A tensor is named by a code that orders the
+ * parts of a set (shared, experts, low-rank factors, router) so that every rank reports
+ * the same first tensor after an MPI_MIN. */
+
+enum { PART_SHARED, PART_EXPERTS, PART_LOWRANK, PART_ROUTER, PART_COUNT };
+#define PART_STRIDE 1000000
+#define NO_BAD_TENSOR (PART_COUNT * PART_STRIDE)
+
+static int all_finite(const float *x, size_t n)
+{
+    int ok = 1;
+    for (size_t i = 0; i < n; i++) ok &= isfinite(x[i]) != 0;
+    return ok;
+}
+
+/* The code of the first tensor of p, on this rank's part, holding a non-finite value. */
+static int first_bad_tensor(const param_set *p, const ladle_model *m, const ladle_shard *s, const ladle_soup *soup,
+                            const ladle_router *router)
+{
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ladle_tensor *t = &m->tensors[i];
+        size_t x0 = 0, x1 = 0;
+        if (ladle_range_part(t->offset, t->size, s->lo, s->hi, &x0, &x1) &&
+            !all_finite(p->shared + (t->offset + x0 - s->lo), x1 - x0))
+            return PART_SHARED * PART_STRIDE + i;
+    }
+    if (!soup || soup->n == 0) return NO_BAD_TENSOR;
+    for (int i = 0; i < m->n_tensors && soup->own_len > 0; i++) {
+        const ladle_tensor *t = &m->tensors[i];
+        size_t x0 = 0, x1 = 0;
+        if (!ladle_range_part(t->offset, t->size, soup->own_lo, soup->own_lo + soup->own_len, &x0, &x1)) continue;
+        for (int j = 0; j < soup->n; j++)
+            if (!all_finite(p->experts + (size_t)j * soup->own_len + (t->offset + x0 - soup->own_lo), x1 - x0))
+                return PART_EXPERTS * PART_STRIDE + i;
+    }
+    for (int f = 0; f < 2 * soup->n_sites; f++) {
+        const ladle_tensor *lt = &soup->lowrank_tensors[f];
+        if (!all_finite(p->lowrank + lt->offset, lt->size)) return PART_LOWRANK * PART_STRIDE + f;
+    }
+    for (int i = 0; i < 4; i++)
+        if (!all_finite(p->router + router->tensors[i].offset, router->tensors[i].size))
+            return PART_ROUTER * PART_STRIDE + i;
+    return NO_BAD_TENSOR;
+}
+
+/* Collective: the dataset path of the first non-finite tensor of p on any rank, in name;
+ * 0 if every value is finite. */
+static int find_nonfinite(const param_set *p, const ladle_model *m, const ladle_shard *s, const ladle_soup *soup,
+                          const ladle_router *router, char *name, size_t len)
+{
+    int bad = first_bad_tensor(p, m, s, soup, router);
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MIN, s->comm));
+    if (bad == NO_BAD_TENSOR) return 0;
+    int part = bad / PART_STRIDE, i = bad % PART_STRIDE;
+    if (part == PART_SHARED) snprintf(name, len, "/shared/%s", m->tensors[i].name);
+    else if (part == PART_EXPERTS) snprintf(name, len, "/experts/%s", m->tensors[i].name);
+    else if (part == PART_LOWRANK)
+        snprintf(name, len, "/experts/%s/%s", m->tensors[soup->sites[i / 2].tensor].name, i % 2 ? "V" : "U");
+    else snprintf(name, len, "/router/%s", router->tensors[i].name);
+    return 1;
+}
+
 static param_set params_of(const ladle_ckpt_state *st)
 {
     param_set p = {st->shared, st->soup ? st->soup->experts : NULL, st->soup ? st->soup->lowrank : NULL,
@@ -307,11 +375,100 @@ static param_set moments_of(const ladle_ckpt_state *st, int which)
     return p;
 }
 
+/* ---- space and durability ------------------------------------------------------------
+ * A full file system must not meet a checkpoint half-way: a failed write inside HDF5 leaves
+ * ranks in different states and a file HDF5 cannot close. So rank 0 reserves an upper bound
+ * of the file's size (fallocate, keeping the size) right after creating it, and every rank
+ * learns the outcome before any data is written; on failure the file is removed and every
+ * rank exits 1 with one message, the previous checkpoint and 'latest' untouched. */
+
+/* An upper bound of one dataset's bytes in the file: its data, the gap before an aligned
+ * start, its object header. */
+static size_t dataset_bound(size_t floats)
+{
+    size_t bytes = floats * sizeof(float);
+    return bytes + (bytes >= LADLE_H5_ALIGNMENT ? LADLE_H5_ALIGNMENT : 0) + 1024;
+}
+
+/* The datasets transfer_set writes for one parameter set. */
+static size_t set_bound(const ladle_model *m, const ladle_soup *soup, const ladle_router *router)
+{
+    size_t b = 0;
+    for (int i = 0; i < m->n_tensors; i++) b += dataset_bound(m->tensors[i].size);
+    if (!soup || soup->n == 0) return b;
+    for (int i = 0; i < m->n_tensors && soup->rank == 0; i++)
+        if (m->tensors[i].offset >= soup->bank_lo && m->tensors[i].offset < soup->bank_hi)
+            b += dataset_bound((size_t)soup->n * m->tensors[i].size);
+    for (int f = 0; f < 2 * soup->n_sites; f++) b += dataset_bound(soup->lowrank_tensors[f].size);
+    for (int i = 0; i < 4; i++) b += dataset_bound(router->tensors[i].size);
+    return b;
+}
+
+static size_t file_bound(const ladle_ckpt_contents *c)
+{
+    const ladle_ckpt_state *st = &c->state;
+    size_t b = set_bound(c->model, st->soup, st->router) * (c->with_optim ? 3 : 1);
+    /* root attributes (the configuration text, domain names, h, alpha) and superblock */
+    return b + 64 * 1024 + (size_t)c->n_domains * (LADLE_NAME_MAX + 16) + (size_t)c->n_alpha * 8;
+}
+
+static double mib(size_t bytes)
+{
+    return (double)bytes / (1024.0 * 1024.0);
+}
+
+/* Rank 0: reserve bytes for path; 0, or -1 with the reason in why. A file system without
+ * fallocate falls back to comparing the free space. */
+static int reserve(const char *path, size_t bytes, char *why, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) { snprintf(why, len, "cannot open it: %s", strerror(errno)); return -1; }
+    int rc = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)bytes);
+    int err = errno;
+    struct statvfs vfs;
+    int have_vfs = fstatvfs(fd, &vfs) == 0;
+    close(fd);
+    size_t avail = have_vfs ? (size_t)vfs.f_bavail * vfs.f_frsize : 0;
+    if (rc == 0) return 0;
+    if (err == EOPNOTSUPP && (!have_vfs || avail >= bytes)) return 0;
+    if (err == ENOSPC || err == EOPNOTSUPP || err == EDQUOT)
+        snprintf(why, len, "it needs up to %.1f MiB and the file system has %.1f MiB free", mib(bytes), mib(avail));
+    else snprintf(why, len, "cannot reserve %.1f MiB: %s", mib(bytes), strerror(err));
+    return -1;
+}
+
+/* Rank 0, after the file is closed: flush what closing wrote to the device, and give back
+ * the reservation beyond the end. */
+static void sync_and_trim(const char *path, size_t reserved)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    LADLE_CHECK(fd >= 0, "cannot open '%s' to sync it: %s", path, strerror(errno));
+    struct stat st;
+    LADLE_CHECK(fstat(fd, &st) == 0, "cannot stat '%s': %s", path, strerror(errno));
+    if ((size_t)st.st_size < reserved)
+        (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size, (off_t)(reserved - (size_t)st.st_size));
+    else if ((size_t)st.st_size > reserved)
+        fprintf(stderr, "ladle: warning: '%s' is %zu bytes, more than the %zu reserved for it (a bug: please report)\n",
+                path, (size_t)st.st_size, reserved);
+    LADLE_CHECK(fsync(fd) == 0, "fsync of '%s' failed: %s", path, strerror(errno));
+    LADLE_CHECK(close(fd) == 0, "cannot close '%s': %s", path, strerror(errno));
+}
+
 /* ---- save -------------------------------------------------------------------- */
 
 void ladle_ckpt_save(const char *path, const ladle_ckpt_contents *c)
 {
     const ladle_shard *s = c->shard;
+    const ladle_ckpt_state *st = &c->state;
+    param_set p = params_of(st);
+    char bad[LADLE_TENSOR_NAME_MAX + 32] = "";
+    if (!find_nonfinite(&p, c->model, s, st->soup, st->router, bad, sizeof bad)) {
+        if (c->h && !all_finite(c->h, (size_t)c->n_domains)) snprintf(bad, sizeof bad, "the attribute h");
+        else if (c->alpha && !all_finite(c->alpha, (size_t)c->n_alpha)) snprintf(bad, sizeof bad, "the attribute alpha");
+    }
+    if (bad[0])
+        ladle_runtime_error("not writing '%s': %s holds NaN or Inf values (diverged training, or bad domain weights?)",
+                            path, bad);
     char tmp[LADLE_PATH_MAX + 8];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     ladle_h5_quiet();
@@ -319,6 +476,16 @@ void ladle_ckpt_save(const char *path, const ladle_ckpt_contents *c)
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5_CHECK(H5Pclose(fapl));
     LADLE_CHECK(file >= 0, "cannot create model file '%s'", tmp);
+    const size_t bound = file_bound(c);
+    char why[256] = "";
+    int reserved = s->rank == 0 ? reserve(tmp, bound, why, sizeof why) == 0 : 1;
+    MPI_CHECK(MPI_Bcast(&reserved, 1, MPI_INT, 0, s->comm));
+    if (!reserved) {
+        H5_CHECK(H5Fclose(file));
+        if (s->rank == 0) unlink(tmp);
+        ladle_runtime_error("no room to write '%s': %s; nothing was written (an earlier checkpoint stays as it "
+                            "was)", path, why);
+    }
 
     /* attributes: collective metadata, identical on every rank */
     ladle_h5_write_string_attr(file, "format", LADLE_CKPT_FORMAT);
@@ -337,8 +504,6 @@ void ladle_ckpt_save(const char *path, const ladle_ckpt_contents *c)
         ladle_h5_write_array_attr(file, "alpha", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, c->alpha, c->n_alpha);
     if (c->source) ladle_h5_write_string_attr(file, "source", c->source);
 
-    const ladle_ckpt_state *st = &c->state;
-    param_set p = params_of(st);
     transfer_set(file, IO_WRITE, c->model, s, st->soup, st->router, &p, path);
     if (c->with_optim) {
         /* everything an exact resume needs beyond the parameters: the AdamW moments (the
@@ -353,10 +518,16 @@ void ladle_ckpt_save(const char *path, const ladle_ckpt_contents *c)
         }
         H5_CHECK(H5Gclose(optim));
     }
+    /* durable before it gets its name: H5Fflush has every rank MPI_File_sync its writes
+     * (MPI-IO's way to reach the device from every node); rank 0 then syncs what closing
+     * wrote. The run directory is synced after the rename (ladle_ckpt_commit). */
+    H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL));
     H5_CHECK(H5Fclose(file));   /* collective: every rank's data is in the file */
     MPI_CHECK(MPI_Barrier(s->comm));
-    if (s->rank == 0)
+    if (s->rank == 0) {
+        sync_and_trim(tmp, bound);
         LADLE_CHECK(rename(tmp, path) == 0, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+    }
     MPI_CHECK(MPI_Barrier(s->comm));
 }
 
@@ -370,14 +541,27 @@ static void read_header(hid_t file, const char *path, char *kind, size_t kind_le
     if (!k) ladle_usage_error("model '%s' has no kind attribute", path);
     snprintf(kind, kind_len, "%s", k);
     free(k);
+    if (strcmp(kind, "dense") && strcmp(kind, "soup") && strcmp(kind, "instantiated"))
+        ladle_usage_error("model '%s' has kind '%s': expected dense, soup or instantiated", path, kind);
     char *text = ladle_h5_read_string_attr(file, "config");
     if (!text) ladle_usage_error("model '%s' has no config attribute", path);
     char err[512];
-    if (ladle_config_from_text(cfg, text, err, sizeof err) != 0)
-        ladle_usage_error("model '%s': stored configuration rejected: %s", path, err);
+    /* validated like a run's: the model is built from it before any tensor is read */
+    int rc = ladle_config_from_text(cfg, text, err, sizeof err);
     free(text);
+    if (rc == 0) rc = ladle_config_validate(cfg, err, sizeof err);
+    if (rc != 0) ladle_usage_error("model '%s': stored configuration rejected: %s", path, err);
     if (ladle_h5_read_long_attr(file, "step", step) != 0) *step = 0;
     *n_names = read_names_attr(file, "domains", names);
+}
+
+/* Collective: a usage error naming the file and tensor if p holds NaN or Inf. */
+static void check_read_finite(const param_set *p, const ladle_model *m, const ladle_shard *s, const ladle_soup *soup,
+                              const ladle_router *router, const char *path, const char *group)
+{
+    char bad[LADLE_TENSOR_NAME_MAX + 32];
+    if (find_nonfinite(p, m, s, soup, router, bad, sizeof bad))
+        ladle_usage_error("model '%s': %s%s holds NaN or Inf values: refusing to use it", path, group, bad);
 }
 
 void ladle_ckpt_load(const char *path, MPI_Comm comm, ladle_ckpt_loaded *out)
@@ -399,6 +583,7 @@ void ladle_ckpt_load(const char *path, MPI_Comm comm, ladle_ckpt_loaded *out)
     param_set p = {out->shared_slice, out->soup.experts, out->soup.lowrank, out->router_params};
     transfer_set(file, IO_READ, &out->model, &out->shard, &out->soup, &out->router, &p, path);
     H5_CHECK(H5Fclose(file));
+    check_read_finite(&p, &out->model, &out->shard, &out->soup, &out->router, path, "");
 }
 
 void ladle_ckpt_peek(const char *path, MPI_Comm comm, ladle_config *stored, long *step)
@@ -423,18 +608,20 @@ void ladle_ckpt_restore(const char *path, const ladle_model *model, const ladle_
     free(names);
     if (H5Lexists(file, "optim", H5P_DEFAULT) <= 0)
         ladle_usage_error("'%s' holds no optimizer state (a %s model file, not a training checkpoint)", path, kind);
-    param_set p = params_of(state);
+    param_set p = params_of(state), mo[2] = {moments_of(state, 0), moments_of(state, 1)};
     transfer_set(file, IO_READ, model, shard, state->soup, state->router, &p, path);
     hid_t optim = H5Gopen2(file, "optim", H5P_DEFAULT);
     H5_CHECK(optim);
     for (int which = 0; which < 2; which++) {
         hid_t g = child_group(optim, which ? "v" : "m", IO_READ, path);
-        param_set mo = moments_of(state, which);
-        transfer_set(g, IO_READ, model, shard, state->soup, state->router, &mo, path);
+        transfer_set(g, IO_READ, model, shard, state->soup, state->router, &mo[which], path);
         H5_CHECK(H5Gclose(g));
     }
     H5_CHECK(H5Gclose(optim));
     H5_CHECK(H5Fclose(file));
+    check_read_finite(&p, model, shard, state->soup, state->router, path, "");
+    for (int which = 0; which < 2; which++)
+        check_read_finite(&mo[which], model, shard, state->soup, state->router, path, which ? "/optim/v" : "/optim/m");
 }
 
 void ladle_ckpt_loaded_free(ladle_ckpt_loaded *l)

@@ -1,11 +1,15 @@
 #include "ladle/config.h"
 #include "ladle/error.h"
+#include "ladle/fileio.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef enum { KEY_INT, KEY_LONG, KEY_FLOAT, KEY_PATH, KEY_CHOICE, KEY_TEXT } key_type;
 
@@ -130,6 +134,22 @@ static char *trim(char *s)
     return s;
 }
 
+int ladle_parse_integer(const char *what, const char *text, long long min, long long max, long long *out, char *err,
+                        size_t errlen)
+{
+    /* strtoll alone would take leading spaces and '+', and say nothing of an empty string */
+    const char *digits = text + (text[0] == '-');
+    char *end = NULL;
+    errno = 0;
+    long long v = isdigit((unsigned char)digits[0]) ? strtoll(text, &end, 10) : 0;
+    if (!end || *end != '\0' || errno == ERANGE || v < min || v > max) {
+        snprintf(err, errlen, "%s '%s': expected an integer in [%lld, %lld]", what, text, min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 int ladle_config_set(ladle_config *cfg, const char *key, const char *value, char *err, size_t errlen)
 {
     const key_spec *k = find_key(key);
@@ -143,15 +163,8 @@ int ladle_config_set(ladle_config *cfg, const char *key, const char *value, char
     switch (k->type) {
     case KEY_INT:
     case KEY_LONG: {
-        long long v = strtoll(value, &end, 10);
-        if (end == value || *end != '\0' || errno) {
-            snprintf(err, errlen, "%s = '%s': expected an integer", key, value);
-            return -1;
-        }
-        if ((double)v < k->min || (double)v > k->max) {
-            snprintf(err, errlen, "%s = %lld: expected an integer in [%.0f, %.0f]", key, v, k->min, k->max);
-            return -1;
-        }
+        long long v;
+        if (ladle_parse_integer(key, value, (long long)k->min, (long long)k->max, &v, err, errlen) != 0) return -1;
         if (k->type == KEY_INT) *(int *)field = (int)v;
         else *(long *)field = (long)v;
         return 0;
@@ -250,38 +263,38 @@ int ladle_config_from_text(ladle_config *cfg, const char *text, char *err, size_
     return parse_lines(cfg, text, "stored configuration", 1, err, errlen);
 }
 
+/* A config is a few KiB of text: more than this is not one (e.g. /dev/zero, a data file). */
+#define CONFIG_MAX_BYTES (1 << 20)
+
 static char *read_text_file(const char *path, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "cannot open config file '%s': %s", path, strerror(errno));
-        return NULL;
+    int fd = ladle_open_regular(path, "config file", err, errlen);
+    if (fd < 0) return NULL;
+    /* read one byte past the bound to tell "exactly the bound" from "larger" */
+    char *buf = ladle_malloc(CONFIG_MAX_BYTES + 2, "config file");
+    size_t len = 0;
+    ssize_t got = 1;
+    while (got != 0 && len <= CONFIG_MAX_BYTES) {
+        got = read(fd, buf + len, CONFIG_MAX_BYTES + 1 - len);
+        if (got > 0) len += (size_t)got;
+        else if (got < 0 && errno != EINTR) break;
     }
-    size_t cap = 4096, len = 0;
-    char *buf = ladle_malloc(cap, "config file");
-    size_t got;
-    while ((got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += got;
-        if (cap - len - 1 == 0) {
-            cap *= 2;
-            char *grown = realloc(buf, cap);
-            if (!grown) { free(buf); fclose(f); LADLE_FAIL("out of memory reading %s", path); }
-            buf = grown;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
+    if (got < 0 || len > CONFIG_MAX_BYTES) {
+        if (got < 0) snprintf(err, errlen, "cannot read config file '%s': %s", path, strerror(errno));
+        else snprintf(err, errlen, "config file '%s' is larger than %d MiB: not a config", path, CONFIG_MAX_BYTES >> 20);
+        close(fd);
         free(buf);
-        snprintf(err, errlen, "cannot read config file '%s'", path);
         return NULL;
     }
+    close(fd);
     buf[len] = '\0';
     if (memchr(buf, '\0', len)) {
         free(buf);
         snprintf(err, errlen, "config file '%s' is not text (contains NUL bytes)", path);
         return NULL;
     }
+    /* a UTF-8 byte-order mark (some Windows editors write one) is not part of the first key */
+    if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) memmove(buf, buf + 3, len - 2);
     return buf;
 }
 

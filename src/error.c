@@ -1,5 +1,6 @@
 #include "ladle/error.h"
 
+#include <hdf5.h>
 #include <mpi.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,6 +17,16 @@ static int mpi_world(int *rank, int *size)
     return 1;
 }
 
+/* Parallel HDF5 closes the files still open when MPI_Finalize runs (an MPI_COMM_SELF
+ * attribute callback), and H5close does the same: a file left open by a failed write
+ * crashes there (SIGSEGV in H5F__close_cb, seen on a full disk). So a failure with an
+ * HDF5 file open aborts instead (exit 1 and Open MPI's banner, but no signal); one with
+ * none open finalizes and exits 1 with the single line. */
+static int hdf5_files_open(void)
+{
+    return H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_FILE) > 0;
+}
+
 void ladle_fail_at(const char *file, int line, const char *fmt, ...)
 {
     int rank = 0, size = 1;
@@ -30,26 +41,38 @@ void ladle_fail_at(const char *file, int line, const char *fmt, ...)
     else
         fprintf(stderr, "ladle: error: %s (%s:%d)\n", msg, file, line);
     fflush(stderr);
-    if (in_mpi && size > 1) MPI_Abort(MPI_COMM_WORLD, LADLE_EXIT_FAILURE);
+    if (in_mpi && (size > 1 || hdf5_files_open())) MPI_Abort(MPI_COMM_WORLD, LADLE_EXIT_FAILURE);
     if (in_mpi) MPI_Finalize();
     exit(LADLE_EXIT_FAILURE);
 }
 
-void ladle_usage_error(const char *fmt, ...)
+/* Every rank: rank 0 prints the one line, all finalize and exit with code. */
+static _Noreturn void agreed_exit(int code, const char *fmt, va_list ap)
 {
     int rank = 0, size = 1;
     int in_mpi = mpi_world(&rank, &size);
     if (rank == 0) {
-        va_list ap;
-        va_start(ap, fmt);
         fputs("ladle: error: ", stderr);
         vfprintf(stderr, fmt, ap);
         fputc('\n', stderr);
-        va_end(ap);
         fflush(stderr);
     }
     if (in_mpi) MPI_Finalize();
-    exit(LADLE_EXIT_USAGE);
+    exit(code);
+}
+
+void ladle_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    agreed_exit(LADLE_EXIT_USAGE, fmt, ap);
+}
+
+void ladle_runtime_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    agreed_exit(LADLE_EXIT_FAILURE, fmt, ap);
 }
 
 void ladle_usage_error_cleanup(void (*cleanup)(void *ctx), void *ctx, const char *fmt, ...)

@@ -1,5 +1,6 @@
 #include "ladle/eval.h"
 #include "ladle/error.h"
+#include "ladle/inspect.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -246,12 +247,13 @@ void ladle_eval_print_json_routing(FILE *out, const ladle_eval_result *results, 
 {
     fprintf(out, "{\"domains\": [");
     for (int i = 0; i < n; i++) {
+        fprintf(out, "%s{\"domain\": ", i ? ", " : "");
+        ladle_json_string(out, results[i].domain);
         if (results[i].windows == 0)   /* JSON has no NaN */
-            fprintf(out, "%s{\"domain\": \"%s\", \"windows\": 0, \"valid_loss\": null, \"valid_bpb\": null}",
-                    i ? ", " : "", results[i].domain);
+            fprintf(out, ", \"windows\": 0, \"valid_loss\": null, \"valid_bpb\": null}");
         else
-            fprintf(out, "%s{\"domain\": \"%s\", \"windows\": %d, \"valid_loss\": %.7g, \"valid_bpb\": %.7g}",
-                    i ? ", " : "", results[i].domain, results[i].windows, results[i].loss, results[i].bpb);
+            fprintf(out, ", \"windows\": %d, \"valid_loss\": %.7g, \"valid_bpb\": %.7g}", results[i].windows,
+                    results[i].loss, results[i].bpb);
     }
     fprintf(out, "]");
     if (routing) {
@@ -262,7 +264,9 @@ void ladle_eval_print_json_routing(FILE *out, const ladle_eval_result *results, 
                     i ? ", " : "", s->name, s->layer, routed_kind_name(s->kind), s->experts);
             for (int d = 0; d < routing->n_domains; d++) {
                 /* count: tokens (moe) or segments; a domain without windows has no distribution */
-                fprintf(out, "%s{\"domain\": \"%s\", \"count\": %.0f", d ? ", " : "", results[d].domain, s->count[d]);
+                fprintf(out, "%s{\"domain\": ", d ? ", " : "");
+                ladle_json_string(out, results[d].domain);
+                fprintf(out, ", \"count\": %.0f", s->count[d]);
                 if (s->count[d] > 0) {
                     fprintf(out, ", \"entropy\": %.7g", s->entropy[d]);
                     print_json_array(out, "prob", s->prob + (size_t)d * s->experts, s->experts);

@@ -21,7 +21,7 @@ hid_t ladle_h5_fapl_mpio(MPI_Comm comm)
     H5_CHECK(H5Pset_file_locking(fapl, 0, 1));
     H5_CHECK(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
     /* large datasets start on 1 MiB boundaries: file-system stripes, fewer RMW cycles */
-    H5_CHECK(H5Pset_alignment(fapl, 1 << 20, 1 << 20));
+    H5_CHECK(H5Pset_alignment(fapl, LADLE_H5_ALIGNMENT, LADLE_H5_ALIGNMENT));
     return fapl;
 }
 

@@ -509,7 +509,7 @@ static void free_info(file_info *fi)
 
 /* ---- output helpers ------------------------------------------------------------------ */
 
-static void json_string(FILE *out, const char *s)
+void ladle_json_string(FILE *out, const char *s)
 {
     if (!s) { fputs("null", out); return; }
     fputc('"', out);
@@ -720,9 +720,9 @@ static void json_config(FILE *out, const char *text)
             memcpy(value, v0, (size_t)(v1 - v0));
             value[v1 - v0] = '\0';
             fputs(first ? "" : ", ", out);
-            json_string(out, key);
+            ladle_json_string(out, key);
             fputs(": ", out);
-            json_string(out, value);
+            ladle_json_string(out, value);
             first = 0;
             free(key);
             free(value);
@@ -745,19 +745,19 @@ static void json_doubles(FILE *out, const double *v, int n)
 static void print_model_json(const file_info *fi, FILE *out)
 {
     fputs("{\"file\": ", out);
-    json_string(out, fi->path);
+    ladle_json_string(out, fi->path);
     fputs(", \"kind\": ", out);
-    json_string(out, fi->optim ? "training checkpoint" : model_kind_text(fi->kind));
+    ladle_json_string(out, fi->optim ? "training checkpoint" : model_kind_text(fi->kind));
     fputs(", \"model_kind\": ", out);
-    json_string(out, fi->kind);
+    ladle_json_string(out, fi->kind);
     fprintf(out, ", \"training_checkpoint\": %s, \"format\": ", fi->optim ? "true" : "false");
-    json_string(out, fi->format);
+    ladle_json_string(out, fi->format);
     fprintf(out, ", \"format_version\": %ld, \"step\": ", fi->version);
     json_long(out, fi->step);
     fputs(", \"world_size\": ", out);
     json_long(out, fi->world_size);
     fputs(", \"ladle_version\": ", out);
-    json_string(out, fi->ladle_version);
+    ladle_json_string(out, fi->ladle_version);
     fputs(", \"seed\": ", out);
     json_long(out, fi->seed);
     fputs(",\n \"config\": ", out);
@@ -775,19 +775,19 @@ static void print_model_json(const file_info *fi, FILE *out)
         else fputs(",\n \"soup\": null, \"router\": null", out);
     } else {
         fputs(",\n \"model\": null, \"soup\": null, \"router\": null, \"config_error\": ", out);
-        json_string(out, fi->cfg_err);
+        ladle_json_string(out, fi->cfg_err);
     }
     fprintf(out, ",\n \"parameters\": {\"shared\": %llu, \"bank\": %llu, \"router\": %llu, \"total\": %llu}",
             fi->n_shared, fi->n_bank, fi->n_router, fi->n_shared + fi->n_bank + fi->n_router);
     fputs(",\n \"domains\": [", out);
     for (int d = 0; d < fi->n_domains; d++) {
         if (d) fputs(", ", out);
-        json_string(out, fi->domains[d]);
+        ladle_json_string(out, fi->domains[d]);
     }
     fputc(']', out);
     if (fi->source) {
         fputs(", \"source\": ", out);
-        json_string(out, fi->source);
+        ladle_json_string(out, fi->source);
     }
     if (fi->h) {
         fputs(", \"h\": ", out);
@@ -806,11 +806,11 @@ static void print_model_json(const file_info *fi, FILE *out)
     for (int i = 0; i < fi->n_tensors; i++) {
         const tensor_info *t = &fi->tensors[i];
         fputs(i ? ",\n  {\"name\": " : "\n  {\"name\": ", out);
-        json_string(out, t->path);
+        ladle_json_string(out, t->path);
         fputs(", \"shape\": ", out);
         print_shape(out, t->ndim, t->dims, 1);
         fputs(", \"dtype\": ", out);
-        json_string(out, t->dtype);
+        ladle_json_string(out, t->dtype);
         if (t->expected_ndim > 0) {
             fputs(", \"expected_shape\": ", out);
             print_shape(out, t->expected_ndim, t->expected, 1);
@@ -832,9 +832,9 @@ static void json_domains(FILE *out, const domain_info *d, int n)
     for (int i = 0; i < n; i++) {
         const domain_info *x = &d[i];
         fputs(i ? ",\n  {\"name\": " : "\n  {\"name\": ", out);
-        json_string(out, x->name);
+        ladle_json_string(out, x->name);
         fputs(", \"source\": ", out);
-        json_string(out, x->source);
+        ladle_json_string(out, x->source);
         fputs(", \"documents\": ", out);
         json_count(out, x->train_docs >= 0 && x->valid_docs >= 0 ? x->train_docs + x->valid_docs : -1);
         fputs(", \"train_docs\": ", out);
@@ -853,11 +853,11 @@ static void json_domains(FILE *out, const domain_info *d, int n)
 static void print_corpus_json(const file_info *fi, FILE *out)
 {
     fputs("{\"file\": ", out);
-    json_string(out, fi->path);
+    ladle_json_string(out, fi->path);
     fputs(", \"kind\": ", out);
-    json_string(out, fi->has_clusters ? "clustered corpus" : "corpus");
+    ladle_json_string(out, fi->has_clusters ? "clustered corpus" : "corpus");
     fputs(", \"format\": ", out);
-    json_string(out, fi->format);
+    ladle_json_string(out, fi->format);
     fprintf(out, ", \"format_version\": %ld,\n \"prep\": {", fi->version);
     const char *sep = "";
     if (fi->has_corpus_seed) { fprintf(out, "\"seed\": %llu", fi->corpus_seed); sep = ", "; }
@@ -937,11 +937,11 @@ static void dump_dataset(hid_t file, const char *file_path, const char *name, in
                 : kind == I64 ? H5T_NATIVE_LLONG : H5T_NATIVE_ULLONG;
     if (json) {
         fputs("{\"file\": ", out);
-        json_string(out, file_path);
+        ladle_json_string(out, file_path);
         fputs(", \"tensor\": ", out);
-        json_string(out, name);
+        ladle_json_string(out, name);
         fputs(", \"dtype\": ", out);
-        json_string(out, dtype);
+        ladle_json_string(out, dtype);
         fputs(", \"shape\": ", out);
         print_shape(out, ndim, dims, 1);
         fputs(", \"values\": [", out);

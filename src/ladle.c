@@ -13,6 +13,7 @@
 #include <blis.h>
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -59,14 +60,24 @@ static int world_size(void)
     return size;
 }
 
+/* An integer option or variable in [min, max] (config.c's parser); anything else is a usage error. */
+static long long parse_integer(const char *what, const char *text, long long min, long long max)
+{
+    char err[512];
+    long long v;
+    if (ladle_parse_integer(what, text, min, max, &v, err, sizeof err) != 0) ladle_usage_error("%s", err);
+    return v;
+}
+
 /* One BLIS/OpenMP thread per rank unless the user asked otherwise: ranks x threads
  * must not exceed the cores, and MPI already gives one process per core. */
 static void set_threads(void)
 {
     const char *blis = getenv("BLIS_NUM_THREADS"), *omp = getenv("OMP_NUM_THREADS");
     int n = 1;
-    if (blis && atoi(blis) > 0) n = atoi(blis);
-    else if (omp && atoi(omp) > 0) n = atoi(omp);
+    /* an empty variable counts as unset, as in the shell idiom VAR= command */
+    if (blis && *blis) n = (int)parse_integer("BLIS_NUM_THREADS", blis, 1, 1024);
+    else if (omp && *omp) n = (int)parse_integer("OMP_NUM_THREADS", omp, 1, 1024);
     bli_thread_set_num_threads(n);
 #ifdef _OPENMP
     omp_set_num_threads(n);
@@ -89,15 +100,10 @@ static void check_slurm_launch(void)
     exit(LADLE_EXIT_USAGE);
 }
 
-static long parse_long(const char *flag, const char *text, long min)
-{
-    char *end = NULL;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (end == text || *end || errno || v < min)
-        ladle_usage_error("%s '%s': expected an integer >= %ld", flag, text, min);
-    return v;
-}
+/* Upper bounds of options without a natural one (byte counts of documents and domains,
+ * windows of the model's context): larger is a typo, and must not wrap in an int/size_t. */
+#define MAX_BYTES (1LL << 62)
+#define MAX_WINDOWS (1 << 24)
 
 static double parse_double(const char *flag, const char *text, double min, double max)
 {
@@ -113,6 +119,13 @@ static const char *need_value(int argc, char **argv, int *i)
 {
     if (*i + 1 >= argc) ladle_usage_error("%s needs a value", argv[*i]);
     return argv[++*i];
+}
+
+/* The value of the integer option argv[*i], in [min, max]. */
+static long long int_value(int argc, char **argv, int *i, long long min, long long max)
+{
+    const char *flag = argv[*i];
+    return parse_integer(flag, need_value(argc, argv, i), min, max);
 }
 
 /* ---- prep ------------------------------------------------------------------------ */
@@ -153,17 +166,16 @@ static int cmd_prep(int argc, char **argv)
                 domains[n].paths[domains[n].n_paths++] = p;
             n++;
         } else if (!strcmp(a, "--valid-fraction")) opt.valid_fraction = parse_double(a, need_value(argc, argv, &i), 0, 0.9);
-        else if (!strcmp(a, "--seed")) opt.seed = (unsigned long)parse_long(a, need_value(argc, argv, &i), 0);
-        else if (!strcmp(a, "--max-doc-bytes")) opt.max_doc_bytes = (size_t)parse_long(a, need_value(argc, argv, &i), 0);
-        else if (!strcmp(a, "--max-domain-bytes")) opt.max_domain_bytes = (size_t)parse_long(a, need_value(argc, argv, &i), 0);
-        else if (!strcmp(a, "--split-doc-bytes")) opt.split_doc_bytes = (size_t)parse_long(a, need_value(argc, argv, &i), 0);
+        else if (!strcmp(a, "--seed")) opt.seed = (unsigned long)int_value(argc, argv, &i, 0, LONG_MAX);
+        else if (!strcmp(a, "--max-doc-bytes")) opt.max_doc_bytes = (size_t)int_value(argc, argv, &i, 0, MAX_BYTES);
+        else if (!strcmp(a, "--max-domain-bytes")) opt.max_domain_bytes = (size_t)int_value(argc, argv, &i, 0, MAX_BYTES);
+        else if (!strcmp(a, "--split-doc-bytes")) opt.split_doc_bytes = (size_t)int_value(argc, argv, &i, 0, MAX_BYTES);
         else if (!strcmp(a, "--clusters") || !strcmp(a, "--embed-ngram") || !strcmp(a, "--embed-buckets")
                  || !strcmp(a, "--embed-dim")) {
-            long v = parse_long(a, need_value(argc, argv, &i), 1);
-            /* ints: anything this large is a typo (prep checks the real ranges) */
-            if (v > (1L << 24)) ladle_usage_error("%s %ld: too large", a, v);
+            /* anything larger is a typo (prep checks the real ranges) */
+            int v = (int)int_value(argc, argv, &i, 1, 1 << 24);
             *(!strcmp(a, "--clusters") ? &opt.clusters : !strcmp(a, "--embed-ngram") ? &opt.embed_ngram
-              : !strcmp(a, "--embed-buckets") ? &opt.embed_buckets : &opt.embed_dim) = (int)v;
+              : !strcmp(a, "--embed-buckets") ? &opt.embed_buckets : &opt.embed_dim) = v;
         }
         else ladle_usage_error("prep: unknown argument '%s' (see 'ladle prep --help')", a);
     }
@@ -222,7 +234,7 @@ static int cmd_train(int argc, char **argv)
         } else if (!strcmp(argv[i], "--force")) force = 1;
         else if (!strcmp(argv[i], "--fresh")) fresh = 1;
         else if (!strcmp(argv[i], "--dry-run")) dry_run = 1;
-        else if (!strcmp(argv[i], "--ranks")) plan_ranks = parse_long("--ranks", need_value(argc, argv, &i), 1);
+        else if (!strcmp(argv[i], "--ranks")) plan_ranks = (long)int_value(argc, argv, &i, 1, 1 << 20);
         else if (strchr(argv[i], '=')) over[n_over++] = argv[i];
         else if (argv[i][0] == '-') ladle_usage_error("train: unknown option '%s' (see 'ladle train --help')", argv[i]);
         else if (!config_path) config_path = argv[i];
@@ -231,7 +243,6 @@ static int cmd_train(int argc, char **argv)
     if (force && !fresh) ladle_usage_error("train: --force only goes with --fresh (without --fresh a run resumes)");
     if (plan_ranks && !dry_run) ladle_usage_error("train: --ranks %ld only goes with --dry-run (a run uses the ranks "
                                                   "mpiexec starts)", plan_ranks);
-    if (plan_ranks > (1L << 20)) ladle_usage_error("train: --ranks %ld: too many", plan_ranks);
     if (plan_ranks && world_size() > 1 && plan_ranks != world_size())
         ladle_usage_error("train: --ranks %ld but launched on %d ranks: drop --ranks, or run one process",
                           plan_ranks, world_size());
@@ -282,8 +293,9 @@ static float *soup_weights(const ladle_ckpt_loaded *m, const char *spec)
     return h;
 }
 
-/* The full parameters of any model file: a soup is merged at --weights (default uniform). */
-static float *load_theta(const char *path, const char *weights, ladle_ckpt_loaded *m)
+/* The full parameters of any model file: a soup is merged at --weights (default uniform),
+ * which rank 0 notes on `note` (stderr when stdout must hold only JSON). */
+static float *load_theta(const char *path, const char *weights, ladle_ckpt_loaded *m, FILE *note)
 {
     ladle_ckpt_load(path, MPI_COMM_WORLD, m);
     if (m->soup.n == 0) {
@@ -293,9 +305,9 @@ static float *load_theta(const char *path, const char *weights, ladle_ckpt_loade
     float *h = soup_weights(m, weights);
     float *theta = ladle_ckpt_gather_theta(m, h, NULL);
     if (world_rank() == 0) {
-        printf("soup %s at h = ", path);
-        ladle_weights_print(stdout, m, h, 8);
-        printf("%s\n", weights ? "" : " (uniform: the generic model)");
+        fprintf(note, "soup %s at h = ", path);
+        ladle_weights_print(note, m, h, 8);
+        fprintf(note, "%s\n", weights ? "" : " (uniform: the generic model)");
     }
     free(h);
     return theta;
@@ -362,11 +374,11 @@ static int cmd_eval(int argc, char **argv)
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--routing")) routing = 1;
         else if (!strcmp(a, "--specialize")) specialize = 1;
-        else if (!strcmp(a, "--examples")) examples = (int)parse_long(a, need_value(argc, argv, &i), 1);
+        else if (!strcmp(a, "--examples")) examples = (int)int_value(argc, argv, &i, 1, 1 << 20);
         else if (!strcmp(a, "--baseline")) baseline = need_value(argc, argv, &i);
         else if (!strcmp(a, "--json-out")) json_out = need_value(argc, argv, &i);
-        else if (!strcmp(a, "--windows")) windows = (int)parse_long(a, need_value(argc, argv, &i), 1);
-        else if (!strcmp(a, "--batch")) batch = (int)parse_long(a, need_value(argc, argv, &i), 1);
+        else if (!strcmp(a, "--windows")) windows = (int)int_value(argc, argv, &i, 1, MAX_WINDOWS);
+        else if (!strcmp(a, "--batch")) batch = (int)int_value(argc, argv, &i, 1, 1 << 16);
         else if (a[0] == '-') ladle_usage_error("eval: unknown option '%s'", a);
         else if (!model_path) model_path = a;
         else ladle_usage_error("eval: unexpected argument '%s'", a);
@@ -379,7 +391,7 @@ static int cmd_eval(int argc, char **argv)
     }
     if (baseline || json_out) ladle_usage_error("eval: --baseline and --json-out go with --specialize");
     ladle_ckpt_loaded m;
-    float *params = load_theta(model_path, weights, &m);
+    float *params = load_theta(model_path, weights, &m, json ? stderr : stdout);
     ladle_corpus corpus;
     ladle_corpus_open(&corpus, corpus_path, MPI_COMM_WORLD);
     ladle_corpus_check_context(&corpus, corpus_path, m.model.context);
@@ -428,16 +440,16 @@ static int cmd_generate(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--prompt")) prompt = need_value(argc, argv, &i);
         else if (!strcmp(a, "--weights")) weights = need_value(argc, argv, &i);
-        else if (!strcmp(a, "--bytes")) n_bytes = (int)parse_long(a, need_value(argc, argv, &i), 0);
+        else if (!strcmp(a, "--bytes")) n_bytes = (int)int_value(argc, argv, &i, 0, 1 << 30);
         else if (!strcmp(a, "--temperature")) temperature = parse_double(a, need_value(argc, argv, &i), 0, 100);
-        else if (!strcmp(a, "--seed")) seed = parse_long(a, need_value(argc, argv, &i), 0);
+        else if (!strcmp(a, "--seed")) seed = (long)int_value(argc, argv, &i, 0, LONG_MAX);
         else if (a[0] == '-') ladle_usage_error("generate: unknown option '%s'", a);
         else if (!model_path) model_path = a;
         else ladle_usage_error("generate: unexpected argument '%s'", a);
     }
     if (!model_path) ladle_usage_error("generate: usage: ladle generate MODEL.h5 --prompt TEXT");
     ladle_ckpt_loaded m;
-    float *params = load_theta(model_path, weights, &m);
+    float *params = load_theta(model_path, weights, &m, stdout);
     if (world_rank() == 0) ladle_generate(&m.model, params, prompt, n_bytes, (float)temperature, (uint64_t)seed, stdout);
     ladle_ckpt_loaded_free(&m);
     free(params);
@@ -530,8 +542,8 @@ static int cmd_fit_weights(int argc, char **argv)
         }
         if (!strcmp(a, "-o") || !strcmp(a, "--output")) { out = need_value(argc, argv, &i); in_like = 0; }
         else if (!strcmp(a, "--corpus")) { corpus = need_value(argc, argv, &i); in_like = 0; }
-        else if (!strcmp(a, "--steps")) { steps = (int)parse_long(a, need_value(argc, argv, &i), 0); in_like = 0; }
-        else if (!strcmp(a, "--windows")) { windows = (int)parse_long(a, need_value(argc, argv, &i), 1); in_like = 0; }
+        else if (!strcmp(a, "--steps")) { steps = (int)int_value(argc, argv, &i, 0, 1 << 24); in_like = 0; }
+        else if (!strcmp(a, "--windows")) { windows = (int)int_value(argc, argv, &i, 1, MAX_WINDOWS); in_like = 0; }
         else if (!strcmp(a, "--lr")) { lr = parse_double(a, need_value(argc, argv, &i), 0, 100); in_like = 0; }
         else if (!strcmp(a, "--like")) in_like = 1;
         else if (a[0] == '-') ladle_usage_error("fit-weights: unknown option '%s'", a);
@@ -625,8 +637,9 @@ static int cmd_prune(int argc, char **argv)
             return 0;
         }
         if (!strcmp(a, "-o") || !strcmp(a, "--output")) { out = need_value(argc, argv, &i); in_task = 0; }
-        else if (!strcmp(a, "--experts")) { experts = (int)parse_long(a, need_value(argc, argv, &i), -1000000); in_task = 0; }
-        else if (!strcmp(a, "--windows")) { windows = (int)parse_long(a, need_value(argc, argv, &i), 1); in_task = 0; }
+        /* D >= 1 here, D < Z in ladle_prune_model; at most the largest moe.experts/smear.experts */
+        else if (!strcmp(a, "--experts")) { experts = (int)int_value(argc, argv, &i, 1, 4096); in_task = 0; }
+        else if (!strcmp(a, "--windows")) { windows = (int)int_value(argc, argv, &i, 1, MAX_WINDOWS); in_task = 0; }
         else if (!strcmp(a, "--method")) {
             const char *v = need_value(argc, argv, &i);
             in_task = 0;

@@ -1,4 +1,5 @@
 #include "ladle/log.h"
+#include "ladle/inspect.h"  /* ladle_json_string */
 #include "ladle/error.h"
 
 #include <errno.h>
@@ -82,8 +83,9 @@ void ladle_log_eval(ladle_log *log, long step, const char *domain, double valid_
 {
     if (log->rank != 0) return;
     const double ln2 = 0.6931471805599453;
-    fprintf(log->metrics, "{\"step\": %ld, \"domain\": \"%s\", \"valid_loss\": %.7g, \"valid_bpb\": %.7g",
-            step, domain, valid_loss, valid_loss / ln2);
+    fprintf(log->metrics, "{\"step\": %ld, \"domain\": ", step);
+    ladle_json_string(log->metrics, domain);
+    fprintf(log->metrics, ", \"valid_loss\": %.7g, \"valid_bpb\": %.7g", valid_loss, valid_loss / ln2);
     if (specialist_loss >= 0)
         fprintf(log->metrics, ", \"specialist_loss\": %.7g, \"specialist_bpb\": %.7g", specialist_loss,
                 specialist_loss / ln2);

@@ -262,14 +262,17 @@ static ladle_smear_dims adapter_dims(const ladle_model *m, int l)
 
 /* ---- activations -------------------------------------------------------------- */
 
-void ladle_activations_create(ladle_activations *a, const ladle_model *m, int B)
+/* The forward and backward buffers of B sequences: where each pointer goes and its floats
+ * (one table, so that sizing without allocating cannot drift from allocating). */
+typedef struct { float **ptr; size_t n; } act_entry;
+enum { ACT_FWD = 23, ACT_BWD = 9 };
+
+static void activation_layout(ladle_activations *a, const ladle_model *m, int B, act_entry fwd[ACT_FWD],
+                              act_entry bwd[ACT_BWD])
 {
-    memset(a, 0, sizeof *a);
-    a->B = B;
     const size_t L = (size_t)m->layers, C = (size_t)m->dim, T = (size_t)m->context;
     const size_t NH = (size_t)m->heads, V = LADLE_VOCAB, BT = (size_t)B * T, H = (size_t)m->ffn_hidden;
-    /* one pass to size the buffer, one to hand out the pointers */
-    struct { float **ptr; size_t n; } fwd[] = {
+    const act_entry f[ACT_FWD] = {
         {&a->encoded, BT * C},
         {&a->ln1, L * BT * C}, {&a->ln1_mean, L * BT}, {&a->ln1_rstd, L * BT},
         {&a->qkv, L * BT * 3 * C}, {&a->atty, L * BT * C}, {&a->att, L * B * NH * T * T},
@@ -280,20 +283,44 @@ void ladle_activations_create(ladle_activations *a, const ladle_model *m, int B)
         {&a->lnf, BT * C}, {&a->lnf_mean, BT}, {&a->lnf_rstd, BT},
         {&a->logits, BT * V}, {&a->probs, BT * V}, {&a->losses, BT}, {&a->adapt_scratch, BT * C},
     };
-    struct { float **ptr; size_t n; } bwd[] = {
+    const act_entry b[ACT_BWD] = {
         {&a->d_residual, BT * C}, {&a->d_ln, BT * C}, {&a->d_atty, BT * C},
         {&a->d_qkv, BT * 3 * C}, {&a->d_fch, BT * H}, {&a->d_fch_gelu, BT * H},
         {&a->d_logits, BT * V}, {&a->d_att_scratch, T * T}, {&a->d_adapt, BT * C},
     };
-    size_t n_fwd = 0, n_bwd = 0;
-    for (size_t i = 0; i < sizeof fwd / sizeof fwd[0]; i++) n_fwd += fwd[i].n;
-    for (size_t i = 0; i < sizeof bwd / sizeof bwd[0]; i++) n_bwd += bwd[i].n;
+    memcpy(fwd, f, sizeof f);
+    memcpy(bwd, b, sizeof b);
+}
+
+static size_t floats_of(const act_entry *e, int n)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += e[i].n;
+    return total;
+}
+
+size_t ladle_activations_dense_bytes(const ladle_model *m, int B)
+{
+    ladle_activations a;
+    act_entry fwd[ACT_FWD], bwd[ACT_BWD];
+    activation_layout(&a, m, B, fwd, bwd);
+    return (floats_of(fwd, ACT_FWD) + floats_of(bwd, ACT_BWD)) * sizeof(float);
+}
+
+void ladle_activations_create(ladle_activations *a, const ladle_model *m, int B)
+{
+    memset(a, 0, sizeof *a);
+    a->B = B;
+    const size_t L = (size_t)m->layers, C = (size_t)m->dim, T = (size_t)m->context;
+    act_entry fwd[ACT_FWD], bwd[ACT_BWD];
+    activation_layout(a, m, B, fwd, bwd);
+    const size_t n_fwd = floats_of(fwd, ACT_FWD), n_bwd = floats_of(bwd, ACT_BWD);
     a->memory = ladle_malloc(n_fwd * sizeof(float), "activations");
     a->d_memory = ladle_malloc(n_bwd * sizeof(float), "activation gradients");
     float *p = a->memory;
-    for (size_t i = 0; i < sizeof fwd / sizeof fwd[0]; i++) { *fwd[i].ptr = p; p += fwd[i].n; }
+    for (int i = 0; i < ACT_FWD; i++) { *fwd[i].ptr = p; p += fwd[i].n; }
     p = a->d_memory;
-    for (size_t i = 0; i < sizeof bwd / sizeof bwd[0]; i++) { *bwd[i].ptr = p; p += bwd[i].n; }
+    for (int i = 0; i < ACT_BWD; i++) { *bwd[i].ptr = p; p += bwd[i].n; }
     /* routed FFN sites keep their own caches */
     a->bytes = (n_fwd + n_bwd) * sizeof(float);
     a->moe_cache = ladle_calloc_counted(&a->bytes, L, sizeof *a->moe_cache, "MoE caches");

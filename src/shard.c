@@ -12,8 +12,12 @@ void ladle_shard_create(ladle_shard *s, size_t n, MPI_Comm comm)
     s->slice = (n + (size_t)s->size - 1) / (size_t)s->size;
     if (s->slice == 0) s->slice = 1;
     s->padded = s->slice * (size_t)s->size;
-    /* MPI counts are ints: a slice above INT_MAX floats needs more ranks */
-    LADLE_CHECK(s->slice <= (size_t)INT_MAX, "slice of %zu floats exceeds MPI's int count; use more ranks", s->slice);
+    /* MPI counts are ints: a slice above INT_MAX floats needs more ranks (every rank finds
+     * this alike: a usage error) */
+    if (s->slice > (size_t)INT_MAX)
+        ladle_usage_error("%zu parameters on %d rank%s give slices of %zu floats, more than MPI's int count: use at "
+                          "least %zu ranks, or a smaller model", n, s->size, s->size == 1 ? "" : "s", s->slice,
+                          (n + (size_t)INT_MAX - 1) / (size_t)INT_MAX);
     size_t lo = (size_t)s->rank * s->slice;
     s->lo = lo < n ? lo : n;
     s->hi = lo + s->slice < n ? lo + s->slice : n;

@@ -2,9 +2,12 @@
 #include "ladle/embed.h"
 #include "ladle/error.h"
 #include "ladle/eval.h"
+#include "ladle/fileio.h"
 #include "ladle/h5io.h"
+#include "ladle/inspect.h"  /* ladle_json_string */
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +16,9 @@
 void ladle_weights_parse(const ladle_ckpt_loaded *soup, const char *spec, float *h)
 {
     const int k = soup->n_domains;
-    memset(h, 0, (size_t)k * sizeof(float));
+    /* in double, so that a large weight neither overflows the float h nor the sum */
+    double *w = ladle_calloc((size_t)(k > 0 ? k : 1), sizeof(double), "weights");
+    unsigned char *given = ladle_calloc((size_t)(k > 0 ? k : 1), 1, "weights given");
     char *copy = ladle_malloc(strlen(spec) + 1, "weights");
     strcpy(copy, spec);
     double total = 0.0;
@@ -31,27 +36,41 @@ void ladle_weights_parse(const ladle_ckpt_loaded *soup, const char *spec, float 
             ladle_usage_error("--weights: unknown domain '%s' (the soup's domains: %s%s)", item, known,
                               k > 0 && strlen(known) >= 400 ? ", ..." : "");
         }
+        if (given[d]) ladle_usage_error("--weights: domain '%s' is given twice", item);
+        given[d] = 1;
         char *end = NULL;
         errno = 0;
-        double w = strtod(eq + 1, &end);
-        if (end == eq + 1 || *end || errno || !(w >= 0) || !isfinite(w))
-            ladle_usage_error("--weights: weight of '%s' is '%s', expected a number >= 0", item, eq + 1);
-        h[d] += (float)w;
-        total += w;
+        double v = strtod(eq + 1, &end);
+        if (end == eq + 1 || *end || errno || !(v >= 0 && v <= FLT_MAX))
+            ladle_usage_error("--weights: weight of '%s' is '%s', expected a number in [0, %g]", item, eq + 1, FLT_MAX);
+        w[d] = v;
+        total += v;
     }
     free(copy);
+    if (!isfinite(total)) ladle_usage_error("--weights: the weights' sum overflows: give them on a smaller scale");
     if (!(total > 0)) ladle_usage_error("--weights: all weights are zero");
-    for (int d = 0; d < k; d++) h[d] = (float)(h[d] / total);
+    for (int d = 0; d < k; d++) h[d] = (float)(w[d] / total);
+    free(w);
+    free(given);
 }
+
+/* An example text is a document: more than this (decompressed) is a corpus or a device. */
+#define EXAMPLE_MAX_BYTES ((size_t)64 << 20)
 
 /* A whole file (gzip-compressed or not) into memory. */
 static uint8_t *read_document(const char *path, size_t *len)
 {
-    gzFile f = gzopen(path, "rb");
-    if (!f) ladle_usage_error("--like: cannot read '%s': %s", path, strerror(errno ? errno : ENOENT));
+    char err[LADLE_PATH_MAX + 128];
+    int fd = ladle_open_regular(path, "--like/--task file", err, sizeof err);
+    if (fd < 0) ladle_usage_error("%s", err);
+    gzFile f = gzdopen(fd, "rb");
+    if (!f) ladle_usage_error("--like: cannot read '%s': %s", path, strerror(errno ? errno : ENOMEM));
     size_t cap = 1 << 16, n = 0;
     uint8_t *buf = ladle_malloc(cap, "example text");
     for (;;) {
+        if (n > EXAMPLE_MAX_BYTES)
+            ladle_usage_error("--like/--task file '%s' holds more than %zu MiB: give example documents, not a corpus",
+                              path, EXAMPLE_MAX_BYTES >> 20);
         if (n == cap) {
             cap *= 2;
             uint8_t *grown = realloc(buf, cap);
@@ -378,14 +397,18 @@ void ladle_specialize_print_json(FILE *out, const ladle_specialize_row *rows, in
     fprintf(out, "{\"rows\": [");
     for (int i = 0; i < n; i++) {
         const ladle_specialize_row *r = &rows[i];
+        fprintf(out, "%s{\"domain\": ", i ? ", " : "");
+        ladle_json_string(out, r->domain);
         if (r->windows == 0) {
-            fprintf(out, "%s{\"domain\": \"%s\", \"windows\": 0}", i ? ", " : "", r->domain);
+            fprintf(out, ", \"windows\": 0}");
             continue;
         }
-        fprintf(out, "%s{\"domain\": \"%s\", \"windows\": %d, \"soup_uniform_bpb\": %.7g, \"specialist_bpb\": %.7g",
-                i ? ", " : "", r->domain, r->windows, r->generic_bpb, r->specialist_bpb);
+        fprintf(out, ", \"windows\": %d, \"soup_uniform_bpb\": %.7g, \"specialist_bpb\": %.7g", r->windows,
+                r->generic_bpb, r->specialist_bpb);
         if (!isnan(r->baseline_bpb)) fprintf(out, ", \"baseline_bpb\": %.7g", r->baseline_bpb);
-        fprintf(out, ", \"h_top\": \"%s\"}", r->h_top);
+        fprintf(out, ", \"h_top\": ");
+        ladle_json_string(out, r->h_top);
+        fprintf(out, "}");
     }
     fprintf(out, "]}\n");
 }

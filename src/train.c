@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"   /* PACKAGE_VERSION */
 
@@ -121,20 +122,24 @@ int ladle_train_plan_memory(const ladle_train_plan *plan, int rank, ladle_plan_i
         if (plan->acts_batch[i] == B) acts = plan->acts_bytes[i];
     const size_t f = sizeof(float);
     int n = 0;
-    items[n++] = (ladle_plan_item){"S, the owned slice", plan->slice, f};
-    items[n++] = (ladle_plan_item){"AdamW m and v of the S slice", 2 * plan->slice, f};
-    items[n++] = (ladle_plan_item){"merged Theta, the owned slice", plan->slice, f};
-    items[n++] = (ladle_plan_item){"merged Theta, all-gathered", plan->padded, f};
-    items[n++] = (ladle_plan_item){"gradient, full (before reduce-scatter)", plan->padded, f};
-    items[n++] = (ladle_plan_item){"gradient, the owned slice", plan->slice, f};
-    items[n++] = (ladle_plan_item){"expert bank shard", s.bank_own, f};
-    items[n++] = (ladle_plan_item){"AdamW m and v of the bank shard", 2 * s.bank_own, f};
-    items[n++] = (ladle_plan_item){"low-rank factors, gradient, AdamW m and v", 4 * plan->lowrank, f};
-    items[n++] = (ladle_plan_item){"router, gradient, AdamW m and v", 4 * plan->router, f};
-    items[n++] = (ladle_plan_item){"activations and routed-site caches", acts, 1};
+    const char *model = "model.dim or model.layers", *sharded = "model.dim or model.layers, or use more ranks";
+    const char *bank = "soup.experts, or use more ranks", *acts_keys = "train.batch or model.context, or use more ranks";
+    items[n++] = (ladle_plan_item){"S, the owned slice", plan->slice, f, sharded};
+    items[n++] = (ladle_plan_item){"AdamW m and v of the S slice", 2 * plan->slice, f, sharded};
+    items[n++] = (ladle_plan_item){"merged Theta, the owned slice", plan->slice, f, sharded};
+    items[n++] = (ladle_plan_item){"merged Theta, all-gathered", plan->padded, f, model};
+    items[n++] = (ladle_plan_item){"gradient, full (before reduce-scatter)", plan->padded, f, model};
+    items[n++] = (ladle_plan_item){"gradient, the owned slice", plan->slice, f, sharded};
+    items[n++] = (ladle_plan_item){"expert bank shard", s.bank_own, f, bank};
+    items[n++] = (ladle_plan_item){"AdamW m and v of the bank shard", 2 * s.bank_own, f, bank};
+    items[n++] = (ladle_plan_item){"low-rank factors, gradient, AdamW m and v", 4 * plan->lowrank, f,
+                                   "soup.rank or soup.experts"};
+    items[n++] = (ladle_plan_item){"router, gradient, AdamW m and v", 4 * plan->router, f, "router.hidden"};
+    items[n++] = (ladle_plan_item){"activations and routed-site caches", acts, 1, acts_keys};
     items[n++] = (ladle_plan_item){"batch tokens, targets, domain labels", (size_t)B,
-                                   2 * (size_t)plan->context + sizeof(int)};
-    items[n++] = (ladle_plan_item){"corpus (every rank reads all of it)", plan->corpus_bytes, 1};
+                                   2 * (size_t)plan->context + sizeof(int), acts_keys};
+    items[n++] = (ladle_plan_item){"corpus (every rank reads all of it)", plan->corpus_bytes, 1,
+                                   "the corpus (fewer or smaller domains)"};
     return n;
 }
 
@@ -172,6 +177,93 @@ static size_t plan_total(const ladle_plan_item *items, int n)
 static double mib(size_t bytes)
 {
     return (double)bytes / (1024.0 * 1024.0);
+}
+
+/* ---- does the plan fit? ---------------------------------------------------------------- */
+
+/* Activation bytes for the plan's (at most two) per-rank batch sizes, without allocating:
+ * the routed sites' caches are left out, so this is a lower bound. */
+static void plan_activations_estimate(ladle_train_plan *plan, const ladle_config *cfg)
+{
+    ladle_model model;
+    ladle_model_create(&model, cfg);
+    plan->acts_batch[0] = plan->acts_batch[1] = 0;
+    for (int r = 0, m = 0; r < plan->ranks && m < 2; r++) {
+        ladle_rank_share s = ladle_train_plan_share(plan, r);
+        int B = buffer_batch(&s);
+        if (m == 1 && plan->acts_batch[0] == B) continue;
+        plan->acts_batch[m] = B;
+        plan->acts_bytes[m++] = ladle_activations_dense_bytes(&model, B);
+    }
+    ladle_model_free(&model);
+}
+
+/* The memory the ranks of one node may use: physical memory, or the cgroup's limit (a
+ * SLURM job's allocation) when that is lower. */
+static size_t node_memory(const char **source)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    size_t bytes = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : SIZE_MAX;
+    *source = "physical memory";
+    FILE *f = fopen("/sys/fs/cgroup/memory.max", "r");
+    unsigned long long limit = 0;
+    if (f && fscanf(f, "%llu", &limit) == 1 && limit > 0 && limit < bytes) {
+        bytes = (size_t)limit;
+        *source = "the cgroup's memory.max";
+    }
+    if (f) fclose(f);
+    return bytes;
+}
+
+static double gib(size_t bytes)
+{
+    return (double)bytes / (1024.0 * 1024.0 * 1024.0);
+}
+
+/* Collective over comm: a usage error (exit 2) if the ranks that share a node need more
+ * memory than it has, naming the largest item and the keys that shrink it. A plan for
+ * another rank count than comm's (dry run --ranks N) checks its largest rank alone. */
+static void check_plan_fits(const ladle_train_plan *plan, MPI_Comm comm)
+{
+    int rank = 0, size = 1;
+    MPI_CHECK(MPI_Comm_rank(comm, &rank));
+    MPI_CHECK(MPI_Comm_size(comm, &size));
+    int who = rank;
+    size_t mine = 0;
+    ladle_plan_item items[LADLE_PLAN_ITEMS];
+    if (plan->ranks == size) mine = plan_total(items, ladle_train_plan_memory(plan, rank, items));
+    else
+        for (int r = 0; r < plan->ranks; r++) {
+            size_t b = plan_total(items, ladle_train_plan_memory(plan, r, items));
+            if (b > mine) { mine = b; who = r; }
+        }
+    MPI_Comm node;
+    MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    unsigned long long need = mine;
+    int local = 1;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &need, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, node));
+    MPI_CHECK(MPI_Comm_size(node, &local));
+    MPI_CHECK(MPI_Comm_free(&node));
+    const char *source = NULL;
+    size_t have = node_memory(&source);
+    int over = need > have;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &over, 1, MPI_INT, MPI_MAX, comm));
+    if (!over) return;
+    /* the rank that reports is one whose node is over (rank 0's may not be) */
+    int reporter = need > have ? rank : size;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &reporter, 1, MPI_INT, MPI_MIN, comm));
+    char msg[1024] = "";
+    if (rank == reporter) {
+        int n = ladle_train_plan_memory(plan, who, items), big = 0;
+        for (int i = 1; i < n; i++)
+            if (items[i].count * items[i].unit > items[big].count * items[big].unit) big = i;
+        snprintf(msg, sizeof msg, "this run needs %.2f GiB of memory on one node (%d rank%s; rank %d alone %.2f GiB, "
+                 "most of it %s: %.2f GiB) but %.2f GiB are available (%s): reduce %s", gib((size_t)need), local,
+                 local == 1 ? "" : "s", who, gib(mine), items[big].what, gib(items[big].count * items[big].unit),
+                 gib(have), source, items[big].reduce);
+    }
+    MPI_CHECK(MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, reporter, comm));
+    ladle_usage_error("%s", msg);
 }
 
 /* The resolved configuration, one key a line, '*' before each value that is not the default. */
@@ -339,6 +431,8 @@ void ladle_train_dry_run(const ladle_config *cfg, int ranks, MPI_Comm comm, FILE
     ladle_train_plan plan;
     ladle_train_plan_make(&plan, cfg, corpus.n_domains, corpus_memory(&corpus), ranks);
     ladle_corpus_free(&corpus);
+    plan_activations_estimate(&plan, cfg);
+    check_plan_fits(&plan, comm);   /* before measuring: that allocates the activations */
     int rank = 0;
     MPI_CHECK(MPI_Comm_rank(comm, &rank));
     if (rank != 0) return;
@@ -370,6 +464,8 @@ void ladle_trainer_create(ladle_trainer *tr, const ladle_config *cfg, MPI_Comm c
     const ladle_shard *s = &tr->shard;
     const int k = tr->corpus.n_domains, n = cfg->experts;
     ladle_train_plan_make(&tr->plan, cfg, k, corpus_memory(&tr->corpus), s->size);
+    plan_activations_estimate(&tr->plan, cfg);
+    check_plan_fits(&tr->plan, comm);   /* before anything large is allocated */
     const ladle_rank_share share = ladle_train_plan_share(&tr->plan, s->rank);
     tr->b_lo = share.b_lo;
     tr->b_hi = share.b_hi;
@@ -403,6 +499,7 @@ void ladle_trainer_create(ladle_trainer *tr, const ladle_config *cfg, MPI_Comm c
     /* activations for this rank's sequences, at least one for evaluation */
     const int B = buffer_batch(&share);
     tr->plan.acts_batch[0] = B;
+    tr->plan.acts_batch[1] = 0;
     tr->plan.acts_bytes[0] = create_activations(&tr->acts, &tr->model, B);
     tr->tokens = ladle_malloc((size_t)B * cfg->context, "batch tokens");
     tr->targets = ladle_malloc((size_t)B * cfg->context, "batch targets");

@@ -21,7 +21,7 @@ expect_error() {
 C="data.corpus=$TMP/corpus.h5"
 expect_error "unknown key" "unknown configuration key 'model.layrs' (did you mean 'model.layers'?)" \
     "$LADLE" train model.layrs=2 $C run.dir="$TMP/r1"
-expect_error "negative size" "model.dim = -8" "$LADLE" train model.dim=-8 $C run.dir="$TMP/r2"
+expect_error "negative size" "model.dim '-8': expected an integer in \[1, 65536\]" "$LADLE" train model.dim=-8 $C run.dir="$TMP/r2"
 expect_error "heads do not divide dim" "model.heads = 3 does not divide model.dim = 32" \
     "$LADLE" train model.dim=32 model.heads=3 $C run.dir="$TMP/r3"
 expect_error "context longer than a domain" "context 60000" "$LADLE" train model.context=60000 model.dim=8 model.heads=1 model.layers=1 $C run.dir="$TMP/r4"
@@ -33,6 +33,20 @@ printf 'model.layers = 2\nthis is not a setting\n' > "$TMP/bad.conf"
 expect_error "bad config line" "bad.conf:2: expected 'key = value'" "$LADLE" train "$TMP/bad.conf" $C
 expect_error "missing config file" "cannot open config file" "$LADLE" train "$TMP/none.conf" $C
 expect_error "bad override value" "train.lr = 'fast'" "$LADLE" train train.lr=fast $C
+# config files: what is not a regular file is refused without reading it (a FIFO would block
+# forever, /dev/zero fill memory); a regular one is bounded; a UTF-8 byte-order mark is skipped
+mkfifo "$TMP/fifo.conf"
+expect_error "FIFO as config" "config file '$TMP/fifo.conf' is a FIFO, not a regular file" "$LADLE" train "$TMP/fifo.conf" $C
+expect_error "/dev/zero as config" "config file '/dev/zero' is a character device" "$LADLE" train /dev/zero $C
+expect_error "directory as config" "config file '$TMP' is a directory" "$LADLE" train "$TMP" $C
+head -c 1048577 /dev/zero | tr '\0' '#' > "$TMP/big.conf"
+expect_error "config over 1 MiB" "config file '$TMP/big.conf' is larger than 1 MiB" "$LADLE" train "$TMP/big.conf" $C
+printf '\357\273\277model.layers = 3\n' > "$TMP/bom.conf"
+"$LADLE" train "$TMP/bom.conf" $C run.dir="$TMP/bom" --dry-run > "$TMP/bom.out" 2>&1 \
+    && grep -q '^  \* model.layers = 3$' "$TMP/bom.out" || { cat "$TMP/bom.out" >&2; fail "a config with a BOM"; }
+printf '\357\273\277model.layrs = 3\n' > "$TMP/bom.conf"
+expect_error "unknown key after a BOM" "bom.conf:1: unknown configuration key 'model.layrs'" "$LADLE" train "$TMP/bom.conf" $C
+passed=$((passed + 1))
 mkdir "$TMP/empty"
 expect_error "empty domain" "empty" "$LADLE" prep -o "$TMP/x.h5" --domain e="$TMP/empty"
 expect_error "unreadable input path" "$TMP/missing" "$LADLE" prep -o "$TMP/x.h5" --domain m="$TMP/missing"

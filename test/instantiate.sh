@@ -88,7 +88,7 @@ passed=$((passed + 1))
 # refusals: a one-line error, exit 2, no output file
 refuse "unknown domain 'python' (the soup's domains: c, headers, tests)" instantiate "$SOUP" -o "$TMP/bad.h5" --weights python=1
 refuse "all weights are zero" instantiate "$SOUP" -o "$TMP/bad.h5" --weights c=0
-refuse "expected a number >= 0" instantiate "$SOUP" -o "$TMP/bad.h5" --weights c=-1
+refuse "expected a number in \[0, " instantiate "$SOUP" -o "$TMP/bad.h5" --weights c=-1
 refuse "exactly one of --weights" instantiate "$SOUP" -o "$TMP/bad.h5"
 refuse "is not a soup (its kind is 'instantiated')" instantiate "$TMP/spec1.h5" -o "$TMP/bad.h5" --weights c=1
 refuse "is not a ladle-checkpoint file" instantiate "$TMP/corpus.h5" -o "$TMP/bad.h5" --weights c=1

@@ -5,7 +5,7 @@ set -u
 : "${TESTMPIRUN:=mpiexec --oversubscribe --bind-to none -n}"
 : "${LADLE:=$top_builddir/ladle}"
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
+fail() { printf "FAIL: %s\n" "$*" >&2; exit 1; }   # printf: echo would expand a backslash in a path
 
 # A scratch directory removed on exit.
 make_tmp() {
@@ -31,11 +31,11 @@ run_mpi() {
 
 # refuse PATTERN ARGS... : '$LADLE ARGS...' must fail with exit 2 and a message matching
 # PATTERN, leaving neither $TMP/bad.h5 nor $TMP/bad.h5.tmp behind; counts one in the
-# caller's $passed.
+# caller's $passed. A hang fails too (timeout exits 124).
 refuse() {
     pattern=$1
     shift
-    "$LADLE" "$@" > "$TMP/err" 2>&1
+    timeout 120 "$LADLE" "$@" > "$TMP/err" 2>&1
     rc=$?
     [ $rc -eq 2 ] || { cat "$TMP/err" >&2; fail "expected exit 2 from '$*', got $rc"; }
     grep -q -- "$pattern" "$TMP/err" || { cat "$TMP/err" >&2; fail "message of '$*' lacks '$pattern'"; }

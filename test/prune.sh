@@ -57,7 +57,7 @@ cmp -s "$TMP/a" "$TMP/b" && fail "train.only=router did not train the router"
 passed=$((passed + 1))
 
 refuse "expected 1 <= D < 4" prune "$TMP/moe/model.h5" --task "$TASK" --experts 4 -o "$TMP/bad.h5"
-refuse "expected 1 <= D < 4" prune "$TMP/moe/model.h5" --task "$TASK" --experts -1 -o "$TMP/bad.h5"
+refuse "--experts '-1': expected an integer in \[1, 4096\]" prune "$TMP/moe/model.h5" --task "$TASK" --experts -1 -o "$TMP/bad.h5"
 printf 'short\n' > "$TMP/short.txt"
 refuse "fewer than one window" prune "$TMP/moe/model.h5" --task "$TMP/short.txt" --experts 2 -o "$TMP/bad.h5"
 # shellcheck disable=SC2086

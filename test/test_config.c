@@ -3,6 +3,7 @@
 #include "ladle/config.h"
 #include "testutil.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,5 +52,27 @@ int main(void)
                    back.layers == 2, "comments: %s", err);
     EXPECT(&c, ladle_config_from_text(&back, "model.layers = 2\nbogus line\n", err, sizeof err) != 0 && strstr(err, ":2:"),
            "line number in error: %s", err);
+    /* the integer parser shared with the command line: exact bounds, no wrap, strict text */
+    long long v = 7;
+    EXPECT(&c, ladle_parse_integer("x", "9223372036854775807", 0, LLONG_MAX, &v, err, sizeof err) == 0 && v == LLONG_MAX,
+           "LLONG_MAX: %s", err);
+    EXPECT(&c, ladle_parse_integer("x", "-9223372036854775808", LLONG_MIN, 0, &v, err, sizeof err) == 0 && v == LLONG_MIN,
+           "LLONG_MIN: %s", err);
+    EXPECT(&c, ladle_parse_integer("x", "-0", 0, 1, &v, err, sizeof err) == 0 && v == 0, "-0: %s", err);
+    static const char *const bad[] = {"9223372036854775808", "-9223372036854775809", "4294967296", "", "-", " 5", "+5",
+                                      "5 ", "5\n", "12abc", "0x10", "1e3", "2.0", "--5"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        v = 7;
+        EXPECT(&c, ladle_parse_integer("--opt", bad[i], -10, INT_MAX, &v, err, sizeof err) != 0 && v == 7 &&
+                       strstr(err, "--opt '") && strstr(err, "[-10, 2147483647]"), "'%s' accepted (%lld) or: %s", bad[i],
+               v, err);
+    }
+    EXPECT(&c, ladle_parse_integer("n", "11", 1, 10, &v, err, sizeof err) != 0 && strstr(err, "n '11': expected an integer in [1, 10]"),
+           "above max: %s", err);
+    EXPECT(&c, ladle_config_set(&cfg, "train.batch", "4294967296", err, sizeof err) != 0 && strstr(err, "train.batch '4294967296'"),
+           "key wraps: %s", err);
+    EXPECT(&c, ladle_config_set(&cfg, "train.seed", "9000000000000000000", err, sizeof err) == 0 && cfg.seed == 9000000000000000000L,
+           "train.seed at its max: %s", err);
+
     return test_summary(&c, "test_config");
 }

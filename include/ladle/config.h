@@ -66,6 +66,13 @@ void ladle_config_defaults(ladle_config *cfg);
  * (every rank parses identically, so every rank stops). path may be NULL. */
 void ladle_config_load(ladle_config *cfg, const char *path, int n_overrides, char **overrides);
 
+/* The one integer parser of configuration keys, command-line options and environment
+ * variables: text must be all decimal digits after an optional '-' (no spaces, no '+', no
+ * trailing characters) with a value in [min, max]. Returns 0 with *out set, or -1 with
+ * "WHAT 'TEXT': expected an integer in [MIN, MAX]" in err. */
+int ladle_parse_integer(const char *what, const char *text, long long min, long long max, long long *out, char *err,
+                        size_t errlen);
+
 /* Set one key from text; returns 0, or -1 with a message in err. */
 int ladle_config_set(ladle_config *cfg, const char *key, const char *value, char *err, size_t errlen);
 

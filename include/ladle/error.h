@@ -5,7 +5,10 @@
  *    HDF5 call). Prints "ladle: error: <msg> (file:line)" and aborts all ranks.
  *  - ladle_usage_error(): a problem every rank detects identically (a bad config value,
  *    a missing corpus). Rank 0 prints one line; every rank finalizes MPI and exits 2,
- *    so mpiexec reports a clean non-zero exit instead of an abort banner. */
+ *    so mpiexec reports a clean non-zero exit instead of an abort banner.
+ *  - ladle_runtime_error(): a runtime failure every rank has agreed on (e.g. a checkpoint
+ *    that does not fit on its file system, found by rank 0 and broadcast): as
+ *    ladle_usage_error, but exit 1. Nothing is aborted, so every rank exits 1. */
 #ifndef LADLE_ERROR_H
 #define LADLE_ERROR_H
 
@@ -22,6 +25,7 @@ enum {
 _Noreturn void ladle_fail_at(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 _Noreturn void ladle_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+_Noreturn void ladle_runtime_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A usage error met while holding something to release first (an open HDF5 file, a
  * half-written output): the message is formatted, then cleanup(ctx) runs (if not NULL),
  * then as ladle_usage_error. In that order because the message's arguments may point

@@ -15,6 +15,9 @@
 hid_t ladle_h5_open_ladle_file(const char *path, const char *what, const char *expected_format,
                                long max_version, MPI_Comm comm);
 
+/* Datasets of at least this many bytes start on a multiple of it (H5Pset_alignment). */
+#define LADLE_H5_ALIGNMENT ((size_t)1 << 20)
+
 /* File access properties for MPI-IO on comm (file locking off, alignment set). */
 hid_t ladle_h5_fapl_mpio(MPI_Comm comm);
 

@@ -29,4 +29,8 @@ typedef struct {
  * naming it. Returns 0. */
 int ladle_inspect(const char *path, const ladle_inspect_options *options, int rank, FILE *out);
 
+/* s as a JSON string, quoted and escaped ('"', '\\', control bytes); NULL as null. Every
+ * --json output writes its names and paths with it: a domain or file name may hold any byte. */
+void ladle_json_string(FILE *out, const char *s);
+
 #endif

@@ -122,6 +122,9 @@ ladle_site_params ladle_site_view(const ladle_model *model, const float *params,
 ladle_site_params ladle_adapter_view(const ladle_model *model, const float *params, int layer, int which);
 
 void ladle_activations_create(ladle_activations *acts, const ladle_model *model, int B);
+/* The bytes of create's one forward and one backward allocation, without allocating: all of
+ * the activations but the routed sites' caches (a plan checks memory with it first). */
+size_t ladle_activations_dense_bytes(const ladle_model *model, int B);
 void ladle_activations_free(ladle_activations *acts);
 
 /* Forward pass over B sequences; with targets, returns the SUM of the B*T losses

@@ -61,10 +61,12 @@ typedef struct {
     int b_lo, b_hi;            /* its sequences of the global batch */
 } ladle_rank_share;
 
-/* count elements of `unit` bytes each (the activations: count bytes of unit 1) */
+/* count elements of `unit` bytes each (the activations: count bytes of unit 1); reduce
+ * names the keys that shrink it, for the message refusing a plan that does not fit */
 typedef struct {
     const char *what;
     size_t count, unit;
+    const char *reduce;
 } ladle_plan_item;
 
 /* One collective call of a training step. `bytes` is its buffer (the result for an

@@ -4,6 +4,7 @@
 #   tests:  python3-torch/numpy (reference model), python3-h5py/matplotlib (analysis scripts)
 #   demo:   text packages the demo corpus is made of (see share/ladle/demo-corpus.sh)
 #   SLURM:  slurm-wlm, munge (make check-slurm runs a one-node cluster on localhost)
+#   strace: test/disk_full.sh checks that checkpoints are fsync'd before they are renamed
 set -e
 export DEBIAN_FRONTEND=noninteractive
 APT="apt-get -o DPkg::Lock::Timeout=600 -q"
@@ -14,4 +15,4 @@ $APT install -y --no-install-recommends \
     python3 python3-torch python3-numpy python3-h5py python3-matplotlib \
     manpages manpages-dev dict-gcide wordnet-base fortunes perl-doc \
     python3.11-doc cmake-data vim-runtime \
-    slurm-wlm munge
+    slurm-wlm munge strace

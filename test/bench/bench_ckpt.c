@@ -11,14 +11,14 @@
  *   - runs the MPI-IO self-test (ladle_h5_selftest) in DIR;
  *   - times ladle_ckpt_save of a training checkpoint (parameters + /optim) to DIR, best of
  *     `reps`, with a barrier before and after each, the previous file removed untimed
- *     first. ladle_ckpt_save does not fsync (it writes <path>.tmp and renames), so write_s
- *     is mostly the page cache. write_sync_s: the same followed by rank 0 fsync-ing the
- *     file (sync_s of it), best of `reps`: what a durable checkpoint costs;
+ *     first. ladle_ckpt_save is durable (every rank's MPI_File_sync, rank 0's fsync after
+ *     closing, then the rename), so write_s is what a checkpoint costs on the device;
  *   - times ladle_ckpt_restore, best of `reps`, from the page cache (the file was just
  *     written: read_s), then each time after rank 0 dropped the file's clean pages
  *     (fsync + posix_fadvise DONTNEED: read_cold_s; a VM's host may still cache the disk);
  *   - with raw=1, the same bytes per rank through plain MPI-IO (MPI_File_write_at_all /
- *     read_at_all of each rank's contiguous block, one call per set): what the MPI-IO
+ *     read_at_all of each rank's contiguous block, one call per set, MPI_File_sync after
+ *     writing): what the MPI-IO
  *     layer alone does into the same buffers, to tell HDF5/layout overhead from MPI-IO's;
  *   - checks after every read that every element equals what was written (position-aware
  *     64-bit checksum of each rank's buffers, which are poisoned with NaNs before each
@@ -27,9 +27,8 @@
  * Output, rank 0: progress lines, then one "key value" per line. MB = 1e6 bytes; every
  * rate is over payload_bytes, the floats actually moved: ckpt_bytes, the file's size, is
  * ~10 % more because HDF5 starts each dataset >= 1 MiB on a 1 MiB boundary
- * (ladle_h5_fapl_mpio), and those gaps are holes that are never written.
- *   ranks ckpt_bytes payload_bytes write_s write_MBps write_sync_s sync_s write_sync_MBps
- *   read_s read_MBps read_cold_s read_cold_MBps [raw_bytes raw_write_s raw_write_MBps
+ * (ladle_h5_fapl_mpio), and those gaps are reserved (fallocate) but never written.
+ *   ranks ckpt_bytes payload_bytes write_s write_MBps read_s read_MBps read_cold_s read_cold_MBps [raw_bytes raw_write_s raw_write_MBps
  *   raw_read_s raw_read_MBps] checksum (sum over ranks: equal on any rank count) verify
  * dry=1 prints payload_bytes only. Files are created in DIR and removed at the end (DIR
  * itself is left). Exit 0, 1 on a failure or a read-back mismatch, 2 on bad arguments. */
@@ -194,6 +193,7 @@ static double raw_io(const char *path, const bench_state *b, int write, MPI_Comm
             }
         }
     }
+    if (write) MPI_CHECK(MPI_File_sync(fh));   /* durable, like ladle_ckpt_save */
     MPI_CHECK(MPI_File_close(&fh));
     MPI_CHECK(MPI_Barrier(comm));
     return ladle_now() - t0;
@@ -322,26 +322,18 @@ int main(int argc, char **argv)
                "floats with /optim; best of %d; dir %s\n",
                size, layers, dim, context, experts, model.n_params, payload / 1e6, reps, dir);
 
-    /* 1. writes: to the page cache (as ladle_ckpt_save leaves it), then followed by an
-     * fsync of the file by rank 0 (what a durable checkpoint costs); the previous file is
-     * removed, untimed, before each */
-    double best_w = 1e30, best_ws = 1e30, sync_s = 0;
-    for (int synced = 0; synced < 2; synced++)
-        for (int r = 0; r < reps; r++) {
-            if (rank == 0) remove_file(path);
-            MPI_CHECK(MPI_Barrier(comm));
-            double t0 = ladle_now(), sync = 0;
-            ladle_ckpt_save(path, &c);
-            if (synced) {
-                if (rank == 0) sync = sync_and_drop(path, 0);
-                MPI_CHECK(MPI_Barrier(comm));
-            }
-            MPI_CHECK(MPI_Barrier(comm));
-            double t = ladle_now() - t0;
-            if (!synced && t < best_w) best_w = t;
-            if (synced && t < best_ws) { best_ws = t; sync_s = sync; }
-            if (rank == 0) printf("rep %d write%s %.3f s\n", r, synced ? " + fsync" : "", t);
-        }
+    /* 1. durable writes; the previous file is removed, untimed, before each */
+    double best_w = 1e30;
+    for (int r = 0; r < reps; r++) {
+        if (rank == 0) remove_file(path);
+        MPI_CHECK(MPI_Barrier(comm));
+        double t0 = ladle_now();
+        ladle_ckpt_save(path, &c);
+        MPI_CHECK(MPI_Barrier(comm));
+        double t = ladle_now() - t0;
+        if (t < best_w) best_w = t;
+        if (rank == 0) printf("rep %d write %.3f s\n", r, t);
+    }
     long long bytes = 0;
     if (rank == 0) {
         LADLE_CHECK(stat(path, &st) == 0, "checkpoint '%s' missing after save: %s", path, strerror(errno));
@@ -406,9 +398,6 @@ int main(int argc, char **argv)
         printf("payload_bytes %.0f\n", payload);
         printf("write_s %.4f\n", best_w);
         printf("write_MBps %.1f\n", payload / best_w / 1e6);
-        printf("write_sync_s %.4f\n", best_ws);
-        printf("sync_s %.4f\n", sync_s);
-        printf("write_sync_MBps %.1f\n", payload / best_ws / 1e6);
         printf("read_s %.4f\n", best_r);
         printf("read_MBps %.1f\n", payload / best_r / 1e6);
         printf("read_cold_s %.4f\n", best_cold);
