@@ -5,7 +5,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -423,13 +422,12 @@ static int reserve(const char *path, size_t bytes, char *why, size_t len)
 {
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0) { snprintf(why, len, "cannot open it: %s", strerror(errno)); return -1; }
-    int rc = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)bytes);
-    int err = errno;
+    int rc = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)bytes), err = errno;
     struct statvfs vfs;
-    int have_vfs = fstatvfs(fd, &vfs) == 0;
+    int have_vfs = rc != 0 && fstatvfs(fd, &vfs) == 0;   /* only to explain a failure */
     close(fd);
-    size_t avail = have_vfs ? (size_t)vfs.f_bavail * vfs.f_frsize : 0;
     if (rc == 0) return 0;
+    size_t avail = have_vfs ? (size_t)vfs.f_bavail * vfs.f_frsize : 0;
     if (err == EOPNOTSUPP && (!have_vfs || avail >= bytes)) return 0;
     if (err == ENOSPC || err == EOPNOTSUPP || err == EDQUOT)
         snprintf(why, len, "it needs up to %.1f MiB and the file system has %.1f MiB free", mib(bytes), mib(avail));

@@ -4,11 +4,9 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 typedef enum { KEY_INT, KEY_LONG, KEY_FLOAT, KEY_PATH, KEY_CHOICE, KEY_TEXT } key_type;

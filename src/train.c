@@ -181,21 +181,25 @@ static double mib(size_t bytes)
 
 /* ---- does the plan fit? ---------------------------------------------------------------- */
 
-/* Activation bytes for the plan's (at most two) per-rank batch sizes, without allocating:
- * the routed sites' caches are left out, so this is a lower bound. */
-static void plan_activations_estimate(ladle_train_plan *plan, const ladle_config *cfg)
+/* Activation bytes for the plan's (at most two) per-rank batch sizes: measured (allocated
+ * and freed) when measure, else sized without allocating and without the routed sites'
+ * caches, a lower bound that is safe to take before knowing whether the plan fits. */
+static void plan_activations(ladle_train_plan *plan, const ladle_model *model, int measure)
 {
-    ladle_model model;
-    ladle_model_create(&model, cfg);
     plan->acts_batch[0] = plan->acts_batch[1] = 0;
     for (int r = 0, m = 0; r < plan->ranks && m < 2; r++) {
         ladle_rank_share s = ladle_train_plan_share(plan, r);
         int B = buffer_batch(&s);
         if (m == 1 && plan->acts_batch[0] == B) continue;
         plan->acts_batch[m] = B;
-        plan->acts_bytes[m++] = ladle_activations_dense_bytes(&model, B);
+        if (measure) {
+            ladle_activations acts;
+            plan->acts_bytes[m++] = create_activations(&acts, model, B);
+            ladle_activations_free(&acts);
+        } else {
+            plan->acts_bytes[m++] = ladle_activations_dense_bytes(model, B);
+        }
     }
-    ladle_model_free(&model);
 }
 
 /* The memory the ranks of one node may use: physical memory, or the cgroup's limit (a
@@ -431,24 +435,15 @@ void ladle_train_dry_run(const ladle_config *cfg, int ranks, MPI_Comm comm, FILE
     ladle_train_plan plan;
     ladle_train_plan_make(&plan, cfg, corpus.n_domains, corpus_memory(&corpus), ranks);
     ladle_corpus_free(&corpus);
-    plan_activations_estimate(&plan, cfg);
+    ladle_model model;
+    ladle_model_create(&model, cfg);   /* the tensor table only */
+    plan_activations(&plan, &model, 0);
     check_plan_fits(&plan, comm);   /* before measuring: that allocates the activations */
     int rank = 0;
     MPI_CHECK(MPI_Comm_rank(comm, &rank));
-    if (rank != 0) return;
-    /* the ranks have floor(batch / P) or one more sequences: measure both sizes */
-    ladle_model model;
-    ladle_model_create(&model, cfg);
-    for (int r = 0, m = 0; r < ranks && m < 2; r++) {
-        ladle_rank_share s = ladle_train_plan_share(&plan, r);
-        int B = buffer_batch(&s);
-        if (m == 1 && plan.acts_batch[0] == B) continue;
-        ladle_activations acts;
-        plan.acts_batch[m] = B;
-        plan.acts_bytes[m++] = create_activations(&acts, &model, B);
-        ladle_activations_free(&acts);
-    }
+    if (rank == 0) plan_activations(&plan, &model, 1);
     ladle_model_free(&model);
+    if (rank != 0) return;
     print_plan(&plan, cfg, out);
 }
 
@@ -464,7 +459,7 @@ void ladle_trainer_create(ladle_trainer *tr, const ladle_config *cfg, MPI_Comm c
     const ladle_shard *s = &tr->shard;
     const int k = tr->corpus.n_domains, n = cfg->experts;
     ladle_train_plan_make(&tr->plan, cfg, k, corpus_memory(&tr->corpus), s->size);
-    plan_activations_estimate(&tr->plan, cfg);
+    plan_activations(&tr->plan, &tr->model, 0);
     check_plan_fits(&tr->plan, comm);   /* before anything large is allocated */
     const ladle_rank_share share = ladle_train_plan_share(&tr->plan, s->rank);
     tr->b_lo = share.b_lo;
