@@ -574,8 +574,7 @@ void ladle_ckpt_load(const char *path, MPI_Comm comm, ladle_ckpt_loaded *out)
     ladle_soup_create(&out->soup, &out->model, &out->shard, n, out->cfg.experts_on, out->cfg.expert_rank);
     if (n > 0) {
         if (out->n_domains < 1) ladle_usage_error("soup '%s' names no domains", path);
-        ladle_router_create(&out->router, out->n_domains, out->cfg.router_hidden, n,
-                            (ladle_alpha_kind)out->cfg.router_alpha);
+        ladle_router_configure(&out->router, out->n_domains, n, &out->cfg);
         out->router_params = ladle_calloc(out->router.n_params, sizeof(float), "router parameters");
     }
     param_set p = {out->shared_slice, out->soup.experts, out->soup.lowrank, out->router_params};

@@ -199,6 +199,7 @@ void ladle_corpus_check_context(const ladle_corpus *corpus, const char *path, in
 #define MIX_SHUFFLE ((uint64_t)0)           /* + i: swap i of the partial shuffle */
 #define MIX_GAMMA ((uint64_t)1 << 40)       /* + 2 (j * MIX_ATTEMPTS + a) (+ 1): attempt a of gamma j */
 #define MIX_BOOST ((uint64_t)2 << 40)       /* + j: the U^(1/c) of gamma j when c < 1 */
+#define MIX_NATURAL ((uint64_t)3 << 40)     /* the coin of pi's natural part */
 /* Marsaglia-Tsang accepts with probability >= 0.95 for shape >= 1: 64 rejections in a
  * row happen with probability < 1e-83, but the bound keeps h a pure function of
  * (seed, step) with no unbounded loop. */
@@ -268,6 +269,68 @@ void ladle_sample_mixture(uint64_t seed, uint64_t step, int k, int support, floa
     for (int j = 0; j < s; j++) h[idx[j]] = (float)(lg[j] / sum);
     free(lg);
     free(idx);
+}
+
+void ladle_mixture_parse(const char *what, const char *domains_label, const char *spec, int k, const char *const *names,
+                         float *h)
+{
+    /* in double, so that a large weight neither overflows the float h nor the sum */
+    double *w = ladle_calloc((size_t)(k > 0 ? k : 1), sizeof(double), "weights");
+    unsigned char *given = ladle_calloc((size_t)(k > 0 ? k : 1), 1, "weights given");
+    char *copy = ladle_malloc(strlen(spec) + 1, "weights");
+    strcpy(copy, spec);
+    double total = 0.0;
+    char *save = NULL;
+    for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        if (!eq) ladle_usage_error("%s: '%s' is not NAME=WEIGHT", what, item);
+        *eq = '\0';
+        int d = -1;
+        for (int i = 0; i < k && d < 0; i++)
+            if (strcmp(names[i], item) == 0) d = i;
+        if (d < 0) {
+            /* list a few valid names */
+            char known[512] = "";
+            for (int i = 0; i < k && strlen(known) < 400; i++)
+                snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", names[i]);
+            ladle_usage_error("%s: unknown domain '%s' (%s: %s%s)", what, item, domains_label, known,
+                              k > 0 && strlen(known) >= 400 ? ", ..." : "");
+        }
+        if (given[d]) ladle_usage_error("%s: domain '%s' is given twice", what, item);
+        given[d] = 1;
+        char *end = NULL;
+        errno = 0;
+        double v = strtod(eq + 1, &end);
+        if (end == eq + 1 || *end || errno || !(v >= 0 && v <= FLT_MAX))
+            ladle_usage_error("%s: weight of '%s' is '%s', expected a number in [0, %g]", what, item, eq + 1,
+                              FLT_MAX);
+        w[d] = v;
+        total += v;
+    }
+    free(copy);
+    if (!isfinite(total)) ladle_usage_error("%s: the weights' sum overflows: give them on a smaller scale", what);
+    if (!(total > 0)) ladle_usage_error("%s: all weights are zero", what);
+    for (int d = 0; d < k; d++) h[d] = (float)(w[d] / total);
+    free(w);
+    free(given);
+}
+
+void ladle_natural_mixture(const ladle_corpus *corpus, float *h)
+{
+    double total = 0.0;
+    for (int i = 0; i < corpus->n_domains; i++) total += (double)corpus->domains[i].train_bytes;
+    LADLE_CHECK(total > 0, "natural mixture of a corpus without train bytes");
+    for (int i = 0; i < corpus->n_domains; i++) h[i] = (float)((double)corpus->domains[i].train_bytes / total);
+}
+
+void ladle_sample_meta(uint64_t seed, uint64_t step, int k, float natural, const float *fixed_h, int support,
+                       float concentration, float *h)
+{
+    if (natural > 0.0f && open_uniform(seed, step, MIX_NATURAL) < (double)natural) {
+        memcpy(h, fixed_h, (size_t)k * sizeof(float));
+        return;
+    }
+    ladle_sample_mixture(seed, step, k, support, concentration, h);
 }
 
 /* Cat(h) by inverting the cumulative sum; h need not sum exactly to 1 (u is scaled by

@@ -140,6 +140,7 @@ static void eval_domain(const ladle_model *model, const float *params, ladle_act
     }
     MPI_CHECK(MPI_Allreduce(&sum, &total, 1, MPI_DOUBLE, MPI_SUM, comm));
     snprintf(r->domain, sizeof r->domain, "%s", domain->name);
+    r->train_bytes = domain->train_bytes;
     r->windows = n;
     r->loss = n > 0 ? total / ((double)n * T) : NAN;
     r->bpb = r->loss / log(2.0);
@@ -173,6 +174,19 @@ void ladle_eval_domains(const ladle_model *model, const float *params, ladle_act
     ladle_eval_domains_routing(model, params, acts, corpus, max_windows, results, NULL, comm);
 }
 
+/* The generic loss: the domains' bits per byte weighted by their train bytes (the natural
+ * mixture), over the domains with windows. NAN if none has any. */
+static double natural_bpb(const ladle_eval_result *results, int n)
+{
+    double sum = 0.0, weight = 0.0;
+    for (int i = 0; i < n; i++)
+        if (results[i].windows > 0) {
+            sum += (double)results[i].train_bytes * results[i].bpb;
+            weight += (double)results[i].train_bytes;
+        }
+    return weight > 0 ? sum / weight : NAN;
+}
+
 void ladle_eval_print_table(FILE *out, const ladle_eval_result *results, int n)
 {
     double sum = 0.0;
@@ -188,7 +202,11 @@ void ladle_eval_print_table(FILE *out, const ladle_eval_result *results, int n)
         sum += results[i].bpb;
         counted++;
     }
-    if (counted) fprintf(out, "%-20s %8s %10s %10.4f\n", "mean", "", "", sum / counted);
+    if (counted) {
+        fprintf(out, "%-20s %8s %10s %10.4f\n", "mean", "", "", sum / counted);
+        fprintf(out, "%-20s %8s %10s %10.4f  (weighted by train bytes)\n", "natural mixture", "", "",
+                natural_bpb(results, n));
+    }
 }
 
 /* mean_h: the mean entropy of the individual distributions, or NAN to leave it out */
@@ -256,6 +274,8 @@ void ladle_eval_print_json_routing(FILE *out, const ladle_eval_result *results, 
                     results[i].loss, results[i].bpb);
     }
     fprintf(out, "]");
+    double natural = natural_bpb(results, n);
+    if (!isnan(natural)) fprintf(out, ", \"natural_bpb\": %.7g", natural);
     if (routing) {
         fprintf(out, ", \"routing\": [");
         for (int i = 0; i < routing->n_sites; i++) {

@@ -314,8 +314,8 @@ static float *load_theta(const char *path, const char *weights, ladle_ckpt_loade
 }
 
 /* 'ladle eval SOUP --specialize': specialists vs the generic model, per domain */
-static int eval_specialize(const char *soup_path, const char *corpus_path, const char *baseline_path, int examples,
-                           int windows, int batch, int json, const char *json_out)
+static int eval_specialize(const char *soup_path, const char *corpus_path, const char *baseline_path,
+                           const ladle_specialize_options *opt, int json, const char *json_out)
 {
     ladle_ckpt_loaded soup, baseline;
     ladle_ckpt_load(soup_path, MPI_COMM_WORLD, &soup);
@@ -325,13 +325,16 @@ static int eval_specialize(const char *soup_path, const char *corpus_path, const
         ladle_usage_error("--baseline: '%s' is a soup; give a dense model", baseline_path);
     int max_rows = 4096;
     ladle_specialize_row *rows = ladle_calloc((size_t)max_rows, sizeof *rows, "specialist table");
-    int n = ladle_specialize_eval(&soup, corpus_path, baseline_path ? &baseline : NULL, examples, windows, batch, rows,
-                                  max_rows);
+    int n = ladle_specialize_eval(&soup, corpus_path, baseline_path ? &baseline : NULL, opt, rows, max_rows);
     if (world_rank() == 0) {
         if (json) ladle_specialize_print_json(stdout, rows, n);
         else {
-            printf("specialists of %s on %s (%d example documents each)%s%s\n", soup_path, corpus_path, examples,
-                   baseline_path ? ", baseline " : "", baseline_path ? baseline_path : "");
+            if (opt->one_hot)
+                printf("one-hot specialists of %s on its domains in %s", soup_path, corpus_path);
+            else
+                printf("specialists of %s on %s (%d example documents each, h from the clusters of %s)", soup_path,
+                       opt->specialists ? opt->specialists : corpus_path, opt->examples, corpus_path);
+            printf("%s%s\n", baseline_path ? ", baseline " : "", baseline_path ? baseline_path : "");
             ladle_specialize_print_table(stdout, rows, n);
         }
         if (json_out) {
@@ -347,10 +350,25 @@ static int eval_specialize(const char *soup_path, const char *corpus_path, const
     return 0;
 }
 
+/* '--weights natural': the corpus' domains at their train bytes, as a NAME=W,... spec, so
+ * that the soup's domains are matched by name like any other --weights */
+static char *natural_weights(const ladle_corpus *corpus)
+{
+    size_t cap = 1, at = 0;
+    for (int d = 0; d < corpus->n_domains; d++) cap += strlen(corpus->domains[d].name) + 24;
+    char *spec = ladle_malloc(cap, "natural weights");
+    spec[0] = '\0';
+    for (int d = 0; d < corpus->n_domains; d++)
+        at += (size_t)snprintf(spec + at, cap - at, "%s%s=%zu", d ? "," : "", corpus->domains[d].name,
+                               corpus->domains[d].train_bytes);
+    return spec;
+}
+
 static int cmd_eval(int argc, char **argv)
 {
     const char *model_path = NULL, *corpus_path = NULL, *weights = NULL, *baseline = NULL, *json_out = NULL;
-    int json = 0, windows = 64, batch = 8, specialize = 0, examples = 8, routing = 0;
+    int json = 0, windows = 64, batch = 8, specialize = 0, examples = 8, routing = 0, one_hot = 0;
+    const char *specialists = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help")) {
@@ -358,12 +376,16 @@ static int cmd_eval(int argc, char **argv)
                 printf("usage: ladle eval MODEL.h5 --corpus CORPUS.h5 [--weights NAME=W,...] [--routing] [--json] [--windows N]\n"
                        "                  [--batch N]\n"
                        "       ladle eval SOUP.h5 --corpus CORPUS.h5 --specialize [--examples M] [--baseline MODEL.h5]\n"
-                       "                  [--json-out TABLE.json]\n"
+                       "                  [--specialists TEXT.h5 | --one-hot] [--json-out TABLE.json]\n"
                        "Loss on every domain's valid split (N windows of the model's context per domain), in bits\n"
-                       "per byte. A soup is evaluated at --weights (default: uniform). --specialize instantiates a\n"
+                       "per byte, and their mean weighted by train bytes (the natural mixture's loss). A soup is\n"
+                       "evaluated at --weights (default: uniform; 'natural': the corpus' domains in proportion to\n"
+                       "their train bytes). --specialize instantiates a\n"
                        "specialist per domain (from M of its train documents on a clustered corpus, one-hot h\n"
-                       "otherwise) and compares it with the soup at uniform h and with --baseline. Runs under\n"
-                       "mpiexec too: windows are split across ranks.\n"
+                       "otherwise) and compares it with the soup at uniform h and with --baseline.\n"
+                       "--specialists TEXT.h5 evaluates the domains of another corpus (text held out of training),\n"
+                       "h from the clusters of CORPUS.h5; --one-hot evaluates the soup's own domains at one-hot h.\n"
+                       "Runs under mpiexec too: windows are split across ranks.\n"
                        "--routing adds, for every routed site (moe, smear, tag, adapters), each domain's average\n"
                        "routing distribution over the evaluated windows: moe the mean router probability per token\n"
                        "and the top-1 fractions, smear/tag the mean merge weights per segment (tag: one-hot by\n"
@@ -376,6 +398,8 @@ static int cmd_eval(int argc, char **argv)
         else if (!strcmp(a, "--specialize")) specialize = 1;
         else if (!strcmp(a, "--examples")) examples = (int)int_value(argc, argv, &i, 1, 1 << 20);
         else if (!strcmp(a, "--baseline")) baseline = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--specialists")) specialists = need_value(argc, argv, &i);
+        else if (!strcmp(a, "--one-hot")) one_hot = 1;
         else if (!strcmp(a, "--json-out")) json_out = need_value(argc, argv, &i);
         else if (!strcmp(a, "--windows")) windows = (int)int_value(argc, argv, &i, 1, MAX_WINDOWS);
         else if (!strcmp(a, "--batch")) batch = (int)int_value(argc, argv, &i, 1, 1 << 16);
@@ -387,13 +411,18 @@ static int cmd_eval(int argc, char **argv)
     if (specialize) {
         if (weights) ladle_usage_error("eval: --specialize chooses the weights itself; drop --weights");
         if (routing) ladle_usage_error("eval: --routing does not go with --specialize");
-        return eval_specialize(model_path, corpus_path, baseline, examples, windows, batch, json, json_out);
+        if (specialists && one_hot) ladle_usage_error("eval: --specialists and --one-hot exclude each other");
+        ladle_specialize_options opt = {specialists, one_hot, examples, windows, batch};
+        return eval_specialize(model_path, corpus_path, baseline, &opt, json, json_out);
     }
-    if (baseline || json_out) ladle_usage_error("eval: --baseline and --json-out go with --specialize");
-    ladle_ckpt_loaded m;
-    float *params = load_theta(model_path, weights, &m, json ? stderr : stdout);
+    if (baseline || json_out || specialists || one_hot)
+        ladle_usage_error("eval: --baseline, --json-out, --specialists and --one-hot go with --specialize");
     ladle_corpus corpus;
     ladle_corpus_open(&corpus, corpus_path, MPI_COMM_WORLD);
+    char *natural = weights && !strcmp(weights, "natural") ? natural_weights(&corpus) : NULL;
+    ladle_ckpt_loaded m;
+    float *params = load_theta(model_path, natural ? natural : weights, &m, json ? stderr : stdout);
+    free(natural);
     ladle_corpus_check_context(&corpus, corpus_path, m.model.context);
     ladle_routing stats;
     ladle_routing_create(&stats, &m.model, corpus.n_domains);

@@ -37,10 +37,17 @@ void ladle_router_create(ladle_router *router, int k, int hidden, int n, ladle_a
     router->hidden = hidden;
     router->n = n;
     router->alpha_kind = alpha_kind;
+    router->scale = 1.0f;
     set_tensor(router, W1, "router.w1", hidden, k, 1);
     set_tensor(router, B1, "router.b1", hidden, 0, 0);
     set_tensor(router, W2, "router.w2", n, hidden, 1);
     set_tensor(router, B2, "router.b2", n, 0, 0);
+}
+
+void ladle_router_configure(ladle_router *router, int k, int n, const ladle_config *cfg)
+{
+    ladle_router_create(router, k, cfg->router_hidden, n, (ladle_alpha_kind)cfg->router_alpha);
+    router->scale = cfg->router_scale;
 }
 
 void ladle_router_init(const ladle_router *router, float *params, uint64_t seed)
@@ -101,6 +108,8 @@ void ladle_router_forward(const ladle_router *router, const float *params, const
     for (int i = 0; i < H; i++) c->hidden[i] = c->pre[i] > 0.0f ? c->pre[i] : 0.0f;
     matmul_forward(alpha, c->hidden, params + t[W2].offset, params + t[B2].offset, 1, H, n);
     if (router->alpha_kind == LADLE_ALPHA_SOFTMAX) softmax_inplace(alpha, n);
+    if (router->scale != 1.0f)
+        for (int j = 0; j < n; j++) alpha[j] *= router->scale;
     if (cache && cache->alpha != alpha) memcpy(cache->alpha, alpha, (size_t)n * sizeof(float));
     else ladle_router_cache_free(&scratch);
 }
@@ -116,13 +125,15 @@ void ladle_router_backward(const ladle_router *router, const float *params, cons
     float *work = ladle_calloc((size_t)n + (size_t)H + (size_t)k, sizeof(float), "router backward");
     float *dz = work, *dhid = work + n, *dh = work + n + H;
 
+    /* alpha = s a with a the (softmaxed) output: da = s dalpha, and the cache holds s a */
+    const float s = router->scale;
     if (router->alpha_kind == LADLE_ALPHA_SOFTMAX) {
-        /* softmax Jacobian: dz_j = alpha_j (dalpha_j - sum_i alpha_i dalpha_i) */
+        /* softmax Jacobian: dz_j = a_j (da_j - sum_i a_i da_i), here with a = alpha / s */
         double dot = 0.0;
         for (int j = 0; j < n; j++) dot += (double)cache->alpha[j] * dalpha[j];
-        for (int j = 0; j < n; j++) dz[j] = cache->alpha[j] * (dalpha[j] - (float)dot);
+        for (int j = 0; j < n; j++) dz[j] = cache->alpha[j] * (dalpha[j] - (float)(dot / s));
     } else {
-        memcpy(dz, dalpha, (size_t)n * sizeof(float));
+        for (int j = 0; j < n; j++) dz[j] = s * dalpha[j];
     }
     matmul_backward(dhid, dparams + t[W2].offset, dparams + t[B2].offset, dz, cache->hidden,
                     params + t[W2].offset, 1, H, n);

@@ -16,42 +16,10 @@
 void ladle_weights_parse(const ladle_ckpt_loaded *soup, const char *spec, float *h)
 {
     const int k = soup->n_domains;
-    /* in double, so that a large weight neither overflows the float h nor the sum */
-    double *w = ladle_calloc((size_t)(k > 0 ? k : 1), sizeof(double), "weights");
-    unsigned char *given = ladle_calloc((size_t)(k > 0 ? k : 1), 1, "weights given");
-    char *copy = ladle_malloc(strlen(spec) + 1, "weights");
-    strcpy(copy, spec);
-    double total = 0.0;
-    char *save = NULL;
-    for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(item, '=');
-        if (!eq) ladle_usage_error("--weights: '%s' is not NAME=WEIGHT", item);
-        *eq = '\0';
-        int d = ladle_ckpt_domain_index(soup, item);
-        if (d < 0) {
-            /* list a few valid names so the user sees what the soup was trained on */
-            char known[512] = "";
-            for (int i = 0; i < k && strlen(known) < 400; i++)
-                snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", soup->domain_names[i]);
-            ladle_usage_error("--weights: unknown domain '%s' (the soup's domains: %s%s)", item, known,
-                              k > 0 && strlen(known) >= 400 ? ", ..." : "");
-        }
-        if (given[d]) ladle_usage_error("--weights: domain '%s' is given twice", item);
-        given[d] = 1;
-        char *end = NULL;
-        errno = 0;
-        double v = strtod(eq + 1, &end);
-        if (end == eq + 1 || *end || errno || !(v >= 0 && v <= FLT_MAX))
-            ladle_usage_error("--weights: weight of '%s' is '%s', expected a number in [0, %g]", item, eq + 1, FLT_MAX);
-        w[d] = v;
-        total += v;
-    }
-    free(copy);
-    if (!isfinite(total)) ladle_usage_error("--weights: the weights' sum overflows: give them on a smaller scale");
-    if (!(total > 0)) ladle_usage_error("--weights: all weights are zero");
-    for (int d = 0; d < k; d++) h[d] = (float)(w[d] / total);
-    free(w);
-    free(given);
+    const char **names = ladle_calloc((size_t)(k > 0 ? k : 1), sizeof *names, "domain names");
+    for (int d = 0; d < k; d++) names[d] = soup->domain_names[d];
+    ladle_mixture_parse("--weights", "the soup's domains", spec, k, names, h);
+    free(names);
 }
 
 /* An example text is a document: more than this (decompressed) is a corpus or a device. */
@@ -254,6 +222,22 @@ static void weights_format(char *buf, size_t len, const ladle_ckpt_loaded *soup,
     free(e);
 }
 
+/* h's non-zero entries as NAME=W,... in domain order; "" if they do not all fit */
+static void weights_spec(char *buf, size_t len, const ladle_ckpt_loaded *soup, const float *h)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int d = 0; d < soup->n_domains; d++) {
+        if (h[d] <= 0.0f) continue;
+        int w = snprintf(buf + used, len - used, "%s%s=%.7g", used ? "," : "", soup->domain_names[d], (double)h[d]);
+        if (w < 0 || (size_t)w >= len - used) {
+            buf[0] = '\0';
+            return;
+        }
+        used += (size_t)w;
+    }
+}
+
 void ladle_weights_print(FILE *out, const ladle_ckpt_loaded *soup, const float *h, int top)
 {
     char buf[1024];
@@ -287,17 +271,24 @@ static double domain_bpb(const ladle_model *model, const float *theta, ladle_act
 }
 
 int ladle_specialize_eval(const ladle_ckpt_loaded *soup, const char *corpus_path, const ladle_ckpt_loaded *baseline,
-                          int examples, int windows, int batch, ladle_specialize_row *rows, int max_rows)
+                          const ladle_specialize_options *opt, ladle_specialize_row *rows, int max_rows)
 {
     MPI_Comm comm = soup->shard.comm;
-    const int k = soup->n_domains;
+    const int k = soup->n_domains, examples = opt->examples, windows = opt->windows, batch = opt->batch;
     if (baseline && baseline->model.context != soup->model.context)
         ladle_usage_error("--baseline: context %d differs from the soup's %d", baseline->model.context,
                           soup->model.context);
-    int clustered = corpus_has_group(corpus_path, "sources");
+    /* the evaluated text: a specialist corpus, the named sources of a clustered corpus, or
+     * the training domains themselves (one-hot h) */
+    const char *text_path = opt->specialists ? opt->specialists : corpus_path;
+    int clustered = !opt->one_hot && (opt->specialists || corpus_has_group(corpus_path, "sources"));
+    if (clustered && !ladle_corpus_has_clusters(corpus_path))
+        ladle_usage_error("--specialists: corpus '%s' has no clusters to build h from (prepare it with --clusters)",
+                          corpus_path);
     ladle_corpus corpus;
-    ladle_corpus_open_group(&corpus, corpus_path, clustered ? "sources" : "domains", comm);
-    ladle_corpus_check_context(&corpus, corpus_path, soup->model.context);
+    ladle_corpus_open_group(&corpus, text_path, clustered && corpus_has_group(text_path, "sources") ? "sources" : "domains",
+                            comm);
+    ladle_corpus_check_context(&corpus, text_path, soup->model.context);
     ladle_clusters clusters;
     if (clustered) {
         ladle_clusters_load(&clusters, corpus_path);
@@ -337,6 +328,7 @@ int ladle_specialize_eval(const ladle_ckpt_loaded *soup, const char *corpus_path
             h[index] = 1.0f;
         }
         weights_format(row->h_top, sizeof row->h_top, soup, h, 3);
+        weights_spec(row->h_weights, sizeof row->h_weights, soup, h);
         float *special = ladle_ckpt_gather_theta(soup, h, NULL);
         row->generic_bpb = domain_bpb(&soup->model, generic, &acts, dom, windows, comm, &row->windows);
         row->specialist_bpb = domain_bpb(&soup->model, special, &acts, dom, windows, comm, &row->windows);
@@ -408,6 +400,10 @@ void ladle_specialize_print_json(FILE *out, const ladle_specialize_row *rows, in
         if (!isnan(r->baseline_bpb)) fprintf(out, ", \"baseline_bpb\": %.7g", r->baseline_bpb);
         fprintf(out, ", \"h_top\": ");
         ladle_json_string(out, r->h_top);
+        if (r->h_weights[0]) {
+            fprintf(out, ", \"h\": ");
+            ladle_json_string(out, r->h_weights);
+        }
         fprintf(out, "}");
     }
     fprintf(out, "]}\n");

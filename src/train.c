@@ -87,7 +87,7 @@ void ladle_train_plan_make(ladle_train_plan *plan, const ladle_config *cfg, int 
     }
     if (n > 0) {
         ladle_router router;   /* a table: nothing allocated */
-        ladle_router_create(&router, domains, cfg->router_hidden, plan->experts, (ladle_alpha_kind)cfg->router_alpha);
+        ladle_router_configure(&router, domains, plan->experts, cfg);
         plan->router = router.n_params;
     }
     ladle_model_free(&model);
@@ -478,11 +478,20 @@ void ladle_trainer_create(ladle_trainer *tr, const ladle_config *cfg, MPI_Comm c
     ladle_soup_create(&tr->soup, &tr->model, s, n, cfg->experts_on, cfg->expert_rank);
     ladle_soup_init(&tr->soup, &tr->model, cfg->expert_init_std, (uint64_t)cfg->seed);
     tr->h = alloc_floats((size_t)k, "domain weights");
+    tr->fixed_h = alloc_floats((size_t)k, "natural mixture");
+    if (cfg->meta_weights[0]) {
+        const char **names = ladle_calloc((size_t)k, sizeof *names, "domain names");
+        for (int d = 0; d < k; d++) names[d] = tr->corpus.domains[d].name;
+        ladle_mixture_parse("meta.weights", "the corpus' domains", cfg->meta_weights, k, names, tr->fixed_h);
+        free(names);
+    } else {
+        ladle_natural_mixture(&tr->corpus, tr->fixed_h);
+    }
     tr->alpha = alloc_floats((size_t)(n > 0 ? n : 1), "expert coefficients");
     tr->dalpha = alloc_floats((size_t)(n > 0 ? n : 1), "expert coefficient gradients");
     tr->reduced = ladle_calloc((size_t)(3 + n), sizeof(double), "reduction buffer");
     if (n > 0) {
-        ladle_router_create(&tr->router, k, cfg->router_hidden, n, (ladle_alpha_kind)cfg->router_alpha);
+        ladle_router_configure(&tr->router, k, n, cfg);
         tr->router_params = alloc_floats(tr->router.n_params, "router parameters");
         tr->router_grads = alloc_floats(tr->router.n_params, "router gradients");
         tr->router_m = alloc_floats(tr->router.n_params, "router AdamW first moment");
@@ -514,7 +523,7 @@ void ladle_trainer_free(ladle_trainer *tr)
     ladle_activations_free(&tr->acts);
     free(tr->param_slice); free(tr->merged_slice); free(tr->grad_slice); free(tr->adam_m); free(tr->adam_v);
     free(tr->params); free(tr->grads); free(tr->tokens); free(tr->targets); free(tr->labels);
-    free(tr->h); free(tr->alpha); free(tr->dalpha); free(tr->reduced);
+    free(tr->h); free(tr->fixed_h); free(tr->alpha); free(tr->dalpha); free(tr->reduced);
     if (tr->soup.n > 0) {
         free(tr->router_params); free(tr->router_grads); free(tr->router_m); free(tr->router_v);
         ladle_router_cache_free(&tr->router_cache);
@@ -568,8 +577,8 @@ double ladle_trainer_step(ladle_trainer *tr, ladle_step_stats *st)
 
     /* 1. the step's domain weights h ~ pi and coefficients alpha, drawn on rank 0 */
     if (s->rank == 0) {
-        ladle_sample_mixture((uint64_t)cfg->seed, (uint64_t)tr->step, k, cfg->meta_support, cfg->meta_concentration,
-                             tr->h);
+        ladle_sample_meta((uint64_t)cfg->seed, (uint64_t)tr->step, k, cfg->meta_natural, tr->fixed_h,
+                          cfg->meta_support, cfg->meta_concentration, tr->h);
         if (n > 0) ladle_router_forward(&tr->router, tr->router_params, tr->h, tr->alpha, NULL);
     }
     MPI_CHECK(MPI_Bcast(tr->h, k, MPI_FLOAT, 0, s->comm));
@@ -639,9 +648,10 @@ double ladle_trainer_step(ladle_trainer *tr, ladle_step_stats *st)
     ladle_adamw_update(tr->model.tensors, tr->model.n_tensors, cfg, tr->param_slice, tr->grad_slice, tr->adam_m,
                        tr->adam_v, s->lo, s->hi, tr->step, lr, clip);
     if (n > 0) {
-        ladle_soup_adamw(&tr->soup, &tr->model, cfg, tr->alpha, tr->grad_slice, tr->step, lr, clip);
+        ladle_soup_adamw(&tr->soup, &tr->model, cfg, tr->alpha, tr->grad_slice, tr->step, lr * cfg->bank_lr_scale,
+                         clip);
         ladle_adamw_update(tr->router.tensors, 4, cfg, tr->router_params, tr->router_grads, tr->router_m,
-                           tr->router_v, 0, tr->router.n_params, tr->step, lr, clip);
+                           tr->router_v, 0, tr->router.n_params, tr->step, lr * cfg->router_lr_scale, clip);
     }
     double t5 = ladle_now();
 
@@ -675,9 +685,10 @@ void ladle_trainer_eval(ladle_trainer *tr)
     const int k = tr->corpus.n_domains;
     ladle_eval_result *generic = ladle_calloc((size_t)k, sizeof *generic, "eval results");
     ladle_eval_result *special = ladle_calloc((size_t)k, sizeof *special, "eval results");
-    /* the generic model: uniform domain weights */
-    float *h = alloc_floats((size_t)k, "domain weights");
-    for (int d = 0; d < k; d++) h[d] = 1.0f / (float)k;
+    /* the generic model: a soup at the natural mixture */
+    float *h = alloc_floats((size_t)k, "domain weights"), *natural_h = alloc_floats((size_t)k, "natural mixture");
+    ladle_natural_mixture(&tr->corpus, natural_h);
+    memcpy(h, natural_h, (size_t)k * sizeof(float));
     ladle_trainer_gather_theta(tr, h);
     ladle_eval_domains(&tr->model, tr->params, &tr->acts, &tr->corpus, tr->cfg.eval_sequences, generic, s->comm);
     /* a soup's specialists: Theta(e_d) on domain d */
@@ -689,22 +700,26 @@ void ladle_trainer_eval(ladle_trainer *tr)
             ladle_eval_domain(&tr->model, tr->params, &tr->acts, &tr->corpus.domains[d], d, tr->cfg.eval_sequences,
                               &special[d], s->comm);
         }
-    double sum = 0.0, sum_special = 0.0;
+    double sum = 0.0, sum_special = 0.0, natural = 0.0, natural_weight = 0.0;
     int counted = 0;
     for (int d = 0; d < k; d++) {
         if (generic[d].windows == 0) continue;   /* a valid split shorter than one window */
         ladle_log_eval(&tr->log, tr->step, generic[d].domain, generic[d].loss, tr->soup.n > 0 ? special[d].loss : -1);
         sum += generic[d].bpb;
         sum_special += special[d].bpb;
+        natural += natural_h[d] * generic[d].bpb;
+        natural_weight += natural_h[d];
         counted++;
     }
     if (s->rank == 0 && counted > 0) {
-        printf("eval step %ld | mean valid %.4f bits/byte over %d domains", tr->step, sum / counted, counted);
+        printf("eval step %ld | mean valid %.4f bits/byte over %d domains | natural mixture %.4f", tr->step,
+               sum / counted, counted, natural / natural_weight);
         if (tr->soup.n > 0) printf(" | specialists %.4f", sum_special / counted);
         printf("\n");
         fflush(stdout);
     }
     free(h);
+    free(natural_h);
     free(generic);
     free(special);
 }

@@ -189,7 +189,7 @@ static void run_soup(const char *dir, const ladle_config *cfg, const ladle_model
     if (q) memcpy(lowrank_init, soup.lowrank, q * sizeof(float));
 
     ladle_router router;
-    ladle_router_create(&router, k, cfg->router_hidden, n, (ladle_alpha_kind)cfg->router_alpha);
+    ladle_router_configure(&router, k, n, cfg);
     const size_t nr = router.n_params;
     float *rparams = ladle_malloc(nr * sizeof(float), "router parameters");
     float *rgrads = ladle_calloc(nr, sizeof(float), "router gradients");

@@ -51,6 +51,59 @@ grep -q '"domain": "headers", "windows": 4, "soup_uniform_bpb": ' "$TMP/table.js
 grep -q '"baseline_bpb": ' "$TMP/table.json" || fail "--json-out lacks the baseline"
 passed=$((passed + 1))
 
+# --weights natural: the corpus' domains at their train bytes; the "natural mixture" figure
+# is the train-byte-weighted mean (weights read off prep's report)
+spec=$(awk '/^c[0-9] / { printf "%s%s=%s", n++ ? "," : "", $1, $3 }' "$TMP/prep.out")
+# (one process, stdout alone: under mpiexec the note on stderr can interleave with the JSON)
+"$LADLE" eval "$TMP/soup/model.h5" --corpus "$TMP/corpus.h5" --weights natural --windows 4 --json \
+    > "$TMP/natural.json" 2> "$TMP/err" || { cat "$TMP/err" >&2; fail "eval --weights natural"; }
+"$LADLE" eval "$TMP/soup/model.h5" --corpus "$TMP/corpus.h5" --weights "$spec" --windows 4 --json \
+    > "$TMP/bytes.json" 2> "$TMP/err" || { cat "$TMP/err" >&2; fail "eval --weights at the train bytes"; }
+cmp -s "$TMP/natural.json" "$TMP/bytes.json" || fail "--weights natural is not the train-byte mixture $spec"
+"$PYTHON3" -c '
+import json, sys
+t = json.load(open(sys.argv[1]))
+w = dict((kv.split("=")[0], float(kv.split("=")[1])) for kv in sys.argv[2].split(","))
+want = sum(w[d["domain"]] * d["valid_bpb"] for d in t["domains"]) / sum(w.values())
+sys.exit(0 if abs(t["natural_bpb"] - want) < 1e-5 else 1)' "$TMP/natural.json" "$spec" || fail "natural_bpb is not the byte-weighted mean"
+passed=$((passed + 1))
+
+# --one-hot: the soup's own clusters at one-hot h; --specialists: text that is no training domain
+run_mpi 2 "^mean " "$LADLE" eval "$TMP/soup/model.h5" --corpus "$TMP/corpus.h5" --specialize --one-hot --windows 4 \
+    --json-out "$TMP/onehot.json" || fail "eval --specialize --one-hot"
+for c in c0 c1 c2 c3; do
+    grep -q "^$c .* $c 1.000\$" "$TMP/out" || { cat "$TMP/out" >&2; fail "--one-hot row $c is not at h = $c"; }
+done
+"$LADLE" prep -o "$TMP/other.h5" --valid-fraction 0.3 --split-doc-bytes 2048 \
+    --domain scripts="$top_srcdir/share/ladle/demo.sh,$top_srcdir/share/ladle/demo-corpus.sh,$top_srcdir/test/lib.sh" \
+    > "$TMP/prep2.out" 2>&1 || { cat "$TMP/prep2.out" >&2; fail "prep of the specialist text"; }
+run_mpi 2 "^mean " "$LADLE" eval "$TMP/soup/model.h5" --corpus "$TMP/corpus.h5" --specialize --specialists "$TMP/other.h5" \
+    --examples 3 --windows 4 --json-out "$TMP/other.json" || fail "eval --specialize --specialists"
+grep -q "^scripts " "$TMP/out" || { cat "$TMP/out" >&2; fail "--specialists table lacks 'scripts'"; }
+grep -q '"h": "c[0-3]=' "$TMP/other.json" || fail "--specialists JSON lacks the row's h"
+refuse "'$TMP/other.h5' has no clusters" eval "$TMP/soup/model.h5" --corpus "$TMP/other.h5" --specialize \
+    --specialists "$TMP/corpus.h5"
+refuse "exclude each other" eval "$TMP/soup/model.h5" --corpus "$TMP/corpus.h5" --specialize --one-hot \
+    --specialists "$TMP/other.h5"
+passed=$((passed + 1))
+
+# meta.weights: meta.natural=1 trains on that fixed mixture only; one-cluster models each win
+# on their own cluster
+for c in c0 c3; do
+    # shellcheck disable=SC2086
+    run_mpi 1 "^done: 40 steps" "$LADLE" train $COMMON meta.natural=1 meta.weights=$c=1 run.dir="$TMP/only-$c" \
+        || fail "training on meta.weights=$c=1"
+    "$LADLE" eval "$TMP/only-$c/model.h5" --corpus "$TMP/corpus.h5" --windows 8 --json > "$TMP/only-$c.json" \
+        2> "$TMP/err" || { cat "$TMP/err" >&2; fail "eval of the $c-only model"; }
+done
+"$PYTHON3" -c '
+import json, sys
+a, b = (dict((d["domain"], d["valid_bpb"]) for d in json.load(open(p))["domains"]) for p in sys.argv[1:3])
+sys.exit(0 if a["c0"] < b["c0"] and b["c3"] < a["c3"] else 1)' "$TMP/only-c0.json" "$TMP/only-c3.json" \
+    || fail "a model trained on meta.weights=c0=1 is not the better one on c0 (or c3=1 on c3)"
+refuse "meta.weights: unknown domain 'nosuch'" train $COMMON meta.natural=1 meta.weights=nosuch=1 run.dir="$TMP/bad"
+passed=$((passed + 1))
+
 run_mpi 2 "^wrote $TMP/fit.h5" "$LADLE" fit-weights "$TMP/soup/model.h5" --like "$top_srcdir"/include/ladle/*.h \
     -o "$TMP/fit.h5" --steps 15 --windows 16 || fail "fit-weights"
 awk '/^loss on/ { found = 1; ok = ($8 + 0 <= $6 + 1e-4) } END { exit !(found && ok) }' "$TMP/out" || { cat "$TMP/out" >&2; fail "fit-weights increased the loss"; }

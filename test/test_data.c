@@ -579,6 +579,49 @@ static void test_domain_stratified(void)
            N, 0.45 * N, 5 * sd);
 }
 
+/* pi's fixed part: with probability `natural` h is fixed_h exactly, otherwise the
+ * support/concentration draw of the same (seed, step); 0 and 1 are the pure cases. */
+static void test_meta_natural(void)
+{
+    enum { K = 6, N = 20000 };
+    const float fixed[K] = {0.4f, 0.1f, 0.2f, 0.05f, 0.05f, 0.2f};
+    float h[K], draw[K];
+    int fixed_count = 0, mismatch = 0;
+    for (uint64_t step = 0; step < N; step++) {
+        ladle_sample_meta(21, step, K, 0.3f, fixed, 2, 1.0f, h);
+        if (memcmp(h, fixed, sizeof h) == 0) {
+            fixed_count++;
+        } else {
+            ladle_sample_mixture(21, step, K, 2, 1.0f, draw);
+            mismatch += memcmp(h, draw, sizeof h) != 0;
+        }
+    }
+    double sd = sqrt(N * 0.3 * 0.7);
+    EXPECT(&T, fabs(fixed_count - 0.3 * N) < 5 * sd, "meta.natural 0.3 drew the fixed h %d of %d times, want %g +- %g",
+           fixed_count, N, 0.3 * N, 5 * sd);
+    EXPECT(&T, mismatch == 0, "%d non-fixed draws differ from ladle_sample_mixture at the same step", mismatch);
+    int never = 1, always = 1;
+    for (uint64_t step = 0; step < 500; step++) {
+        ladle_sample_meta(3, step, K, 0.0f, fixed, 2, 1.0f, h);
+        never &= memcmp(h, fixed, sizeof h) != 0;
+        ladle_sample_meta(3, step, K, 1.0f, fixed, 2, 1.0f, h);
+        always &= memcmp(h, fixed, sizeof h) == 0;
+    }
+    EXPECT(&T, never && always, "meta.natural 0 drew the fixed h (%d) or 1 did not always (%d)", !never, !always);
+
+    /* the natural mixture: train bytes, normalised */
+    ladle_domain d[3];
+    memset(d, 0, sizeof d);
+    d[0].train_bytes = 100;
+    d[1].train_bytes = 300;
+    d[2].train_bytes = 600;
+    ladle_corpus c = {3, d};
+    float nat[3];
+    ladle_natural_mixture(&c, nat);
+    EXPECT(&T, fabsf(nat[0] - 0.1f) < 1e-7f && fabsf(nat[1] - 0.3f) < 1e-7f && fabsf(nat[2] - 0.6f) < 1e-7f,
+           "natural mixture of 100/300/600 bytes is %g %g %g", (double)nat[0], (double)nat[1], (double)nat[2]);
+}
+
 /* ladle_corpus_open_group reads another top-level group of the same layout. */
 static void test_open_group(void)
 {
@@ -688,6 +731,7 @@ int main(int argc, char **argv)
     test_mixture_moments();
     test_domain_iid();
     test_domain_stratified();
+    test_meta_natural();
     test_valid();
 
     nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -42,6 +42,7 @@ static void naive_forward(const ladle_router *r, const float *p, const float *h,
         for (int o = 0; o < r->n; o++) sum += (alpha[o] = exp(alpha[o] - m));
         for (int o = 0; o < r->n; o++) alpha[o] /= sum;
     }
+    for (int o = 0; o < r->n; o++) alpha[o] *= r->scale;   /* router.scale */
     free(hid);
 }
 
@@ -106,10 +107,12 @@ static void test_init(void)
     free(b);
 }
 
-static void test_forward(ladle_alpha_kind kind, int k, int H, int n)
+static void test_forward(ladle_alpha_kind kind, int k, int H, int n, float scale)
 {
     ladle_router r;
     ladle_router_create(&r, k, H, n, kind);
+    EXPECT(&T, r.scale == 1.0f, "ladle_router_create's scale is %g, not 1", (double)r.scale);
+    r.scale = scale;
     float *p = malloc(r.n_params * sizeof(float));
     ladle_router_init(&r, p, 5);
     float *h = malloc((size_t)k * sizeof(float)), *alpha = malloc((size_t)n * sizeof(float));
@@ -139,7 +142,8 @@ static void test_forward(ladle_alpha_kind kind, int k, int H, int n)
     for (int i = 0; i < H; i++)
         if (cache.hidden[i] != (cache.pre[i] > 0 ? cache.pre[i] : 0.0f)) cache_ok = 0;
     EXPECT(&T, cache_ok, "%s: cache.hidden is not relu(cache.pre)", kname);
-    if (kind == LADLE_ALPHA_SOFTMAX) EXPECT(&T, fabs(sum - 1) < 1e-5, "softmax alpha sums to %g", sum);
+    if (kind == LADLE_ALPHA_SOFTMAX)
+        EXPECT(&T, fabs(sum - scale) < 1e-5 * scale, "softmax alpha at scale %g sums to %g", (double)scale, sum);
 
     if (kind == LADLE_ALPHA_SOFTMAX) {
         /* stable: logits near 1000 must not overflow */
@@ -149,7 +153,7 @@ static void test_forward(ladle_alpha_kind kind, int k, int H, int n)
         naive_forward(&r, p, h, want);
         int ok = 1;
         for (int o = 0; o < n; o++)
-            if (!isfinite(alpha[o]) || fabs(alpha[o] - want[o]) > 1e-4) ok = 0;
+            if (!isfinite(alpha[o]) || fabs(alpha[o] - want[o]) > 1e-4 * scale) ok = 0;
         EXPECT(&T, ok, "softmax overflows or is wrong at logits ~1000");
     }
     ladle_router_cache_free(&cache);
@@ -165,13 +169,14 @@ static double objective(const ladle_router *r, const float *p, const float *h, c
     return J;
 }
 
-static void test_backward(ladle_alpha_kind kind)
+static void test_backward(ladle_alpha_kind kind, float scale)
 {
     const int k = 5, H = 24, n = 7;
     const float eps = 1e-2f;
     const char *kname = kind == LADLE_ALPHA_SOFTMAX ? "softmax" : "raw";
     ladle_router r;
     ladle_router_create(&r, k, H, n, kind);
+    r.scale = scale;
     float *p = malloc(r.n_params * sizeof(float));
     float h[5], rw[7], alpha[7];
     /* everything O(1), so float differences at eps = 1e-2 keep ~5 digits */
@@ -246,13 +251,17 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     test_table();
     test_init();
-    test_forward(LADLE_ALPHA_RAW, 5, 16, 4);
-    test_forward(LADLE_ALPHA_SOFTMAX, 5, 16, 4);
-    test_forward(LADLE_ALPHA_RAW, 64, 256, 128);   /* the default width, with a paper-size bank */
-    test_forward(LADLE_ALPHA_SOFTMAX, 64, 256, 128);
-    test_forward(LADLE_ALPHA_RAW, 1, 1, 1);
-    test_backward(LADLE_ALPHA_RAW);
-    test_backward(LADLE_ALPHA_SOFTMAX);
+    test_forward(LADLE_ALPHA_RAW, 5, 16, 4, 1.0f);
+    test_forward(LADLE_ALPHA_SOFTMAX, 5, 16, 4, 1.0f);
+    test_forward(LADLE_ALPHA_RAW, 64, 256, 128, 1.0f);   /* the default width, with a paper-size bank */
+    test_forward(LADLE_ALPHA_SOFTMAX, 64, 256, 128, 1.0f);
+    test_forward(LADLE_ALPHA_RAW, 1, 1, 1, 1.0f);
+    test_forward(LADLE_ALPHA_RAW, 5, 16, 4, 0.125f);     /* router.scale */
+    test_forward(LADLE_ALPHA_SOFTMAX, 5, 16, 4, 3.0f);
+    test_backward(LADLE_ALPHA_RAW, 1.0f);
+    test_backward(LADLE_ALPHA_SOFTMAX, 1.0f);
+    test_backward(LADLE_ALPHA_RAW, 0.125f);
+    test_backward(LADLE_ALPHA_SOFTMAX, 3.0f);
     int rc = test_summary(&T, "test_router");
     MPI_Finalize();
     return rc;

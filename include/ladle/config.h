@@ -38,6 +38,8 @@ typedef struct {
     int sampling;             /* data.sampling: ladle_sampling (iid | stratified) */
     int meta_support;         /* meta.support: domains per mixture (0 = all) */
     float meta_concentration; /* meta.concentration: Dirichlet parameter */
+    float meta_natural;       /* meta.natural: probability that h is the natural mixture */
+    char meta_weights[LADLE_PATH_MAX]; /* meta.weights: NAME=W,... in place of the natural mixture ("": none) */
     /* Soup-of-Experts */
     int experts;              /* soup.experts: n (0 = a plain dense model) */
     int experts_on;           /* soup.experts_on: 0 all tensors, 1 the transformer blocks only */
@@ -45,6 +47,9 @@ typedef struct {
     int expert_rank;          /* soup.rank: 0 dense experts, r > 0 low-rank U diag(alpha) V^T */
     int router_hidden;        /* router.hidden */
     int router_alpha;         /* router.alpha: ladle_alpha_kind (raw | softmax) */
+    float router_scale;       /* router.scale: alpha = scale x the router's output */
+    float router_lr_scale;    /* router.lr_scale: the router's lr / train.lr */
+    float bank_lr_scale;      /* soup.lr_scale: the experts' lr / train.lr */
     /* evaluation and logging */
     int eval_every, eval_sequences, log_every;
     float peak_gflops;  /* per thread, for MFU */

@@ -63,6 +63,23 @@ typedef enum { LADLE_SAMPLING_IID = 0, LADLE_SAMPLING_STRATIFIED = 1 } ladle_sam
  * them, zero elsewhere. h[k] sums to 1. A pure function of (seed, step). */
 void ladle_sample_mixture(uint64_t seed, uint64_t step, int k, int support, float concentration, float *h);
 
+/* "NAME=W,NAME=W,..." over the k domains names[] -> h, normalised to sum 1. `what` (the
+ * option or key) and `domains_label` name them in messages. Unknown names, a name given
+ * twice, negative or non-numeric weights and an all-zero h are usage errors. */
+void ladle_mixture_parse(const char *what, const char *domains_label, const char *spec, int k, const char *const *names,
+                         float *h);
+
+/* The natural mixture: every domain weighted by its share of the corpus' train bytes
+ * (clusters sampled in proportion to their size). */
+void ladle_natural_mixture(const ladle_corpus *corpus, float *h);
+
+/* The step's h ~ pi, where pi mixes two parts: with probability `natural` h is
+ * fixed_h (the natural mixture, so that the soup keeps a good generic model, or meta.weights),
+ * otherwise ladle_sample_mixture's support/concentration draw. A pure function of
+ * (seed, step). */
+void ladle_sample_meta(uint64_t seed, uint64_t step, int k, float natural, const float *fixed_h, int support,
+                       float concentration, float *h);
+
 /* Algorithm 1: the domain of sequence b of a global batch of `batch` sequences drawn
  * from mix(h). iid: domain ~ Cat(h) per sequence. stratified: the first
  * sum_i floor(batch * h_i) sequences are allotted floor(batch * h_i) per domain, in

@@ -17,6 +17,7 @@ typedef struct {
     int windows;
     double loss;   /* mean cross-entropy per byte, nats */
     double bpb;    /* bits per byte */
+    size_t train_bytes;  /* the domain's train split: its weight in the natural mixture */
 } ladle_eval_result;
 
 /* Evaluates params (full vector, identical on every rank) on up to max_windows valid

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ladle/config.h"
 #include "ladle/model.h"
 
 typedef enum { LADLE_ALPHA_RAW = 0, LADLE_ALPHA_SOFTMAX = 1 } ladle_alpha_kind;
@@ -18,11 +19,15 @@ typedef enum { LADLE_ALPHA_RAW = 0, LADLE_ALPHA_SOFTMAX = 1 } ladle_alpha_kind;
 typedef struct {
     int k, hidden, n;
     ladle_alpha_kind alpha_kind;
+    float scale;        /* alpha = scale x output (router.scale; 1 from ladle_router_create) */
     ladle_tensor tensors[4];
     size_t n_params;
 } ladle_router;
 
 void ladle_router_create(ladle_router *router, int k, int hidden, int n, ladle_alpha_kind alpha_kind);
+/* The same with the shape and alpha of a configuration (router.hidden, router.alpha,
+ * router.scale), for n experts over k domains. */
+void ladle_router_configure(ladle_router *router, int k, int n, const ladle_config *cfg);
 
 /* PyTorch's nn.Linear default: weights and biases uniform in +-1/sqrt(fan_in), from the
  * counter RNG (seed, tensor, index), so every rank initialises identically. */

@@ -51,12 +51,23 @@ typedef struct {
     double specialist_bpb;   /* the soup at h_spe */
     double baseline_bpb;     /* the baseline model; NAN without one */
     char h_top[160];         /* the largest entries of h_spe, as text */
+    char h_weights[1024];    /* h_spe's non-zero entries as NAME=W,... (for --weights or meta.weights);
+                                empty if they do not fit */
 } ladle_specialize_row;
+
+/* Which domains the table evaluates, and how their h is found. */
+typedef struct {
+    const char *specialists;  /* NULL, or a corpus of specialist text (its named sources, or its domains)
+                                 that need not be a training domain: h_spe from the clusters of corpus_path */
+    int one_hot;              /* the soup's own training domains at one-hot h (own-cluster specialists) */
+    int examples;             /* m: train documents per domain for h_spe */
+    int windows, batch;       /* valid windows per domain, and per forward pass */
+} ladle_specialize_options;
 
 /* Collective. rows must hold one entry per evaluated domain (at most max_rows); returns
  * the number of rows. baseline may be NULL. */
 int ladle_specialize_eval(const ladle_ckpt_loaded *soup, const char *corpus_path, const ladle_ckpt_loaded *baseline,
-                          int examples, int windows, int batch, ladle_specialize_row *rows, int max_rows);
+                          const ladle_specialize_options *opt, ladle_specialize_row *rows, int max_rows);
 
 void ladle_specialize_print_table(FILE *out, const ladle_specialize_row *rows, int n);
 void ladle_specialize_print_json(FILE *out, const ladle_specialize_row *rows, int n);

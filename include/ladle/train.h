@@ -116,6 +116,7 @@ typedef struct {
     float *router_params, *router_grads, *router_m, *router_v;
     ladle_router_cache router_cache;
     float *h, *alpha, *dalpha; /* this step's domain weights [k], coefficients [n] and their gradient */
+    float *fixed_h;            /* [k] the fixed part of pi (meta.natural): the natural mixture or meta.weights */
     double *reduced;           /* [3 + n]: loss sum, |dS|^2, |dE|^2, dalpha */
     ladle_activations acts;
     uint8_t *tokens, *targets;

@@ -18,7 +18,7 @@
 # the 'bible' program (package bible-kjv) reads.
 #
 # Environment: LADLE (the binary, if not given as the second argument), MAX_DOMAIN_BYTES,
-# VALID_FRACTION (default 0.05), SEED (default 1), EXCLUDE (domain names to leave out), CLUSTERS (K: cluster the documents into K
+# VALID_FRACTION (default 0.05), SEED (default 1), EXCLUDE (domain names to leave out), ONLY (the only domain names to keep), CLUSTERS (K: cluster the documents into K
 # training domains, Soup-of-Experts' setting; the named domains are kept for evaluation).
 set -eu
 
@@ -50,6 +50,8 @@ domain() {
     shift 2
     # EXCLUDE: domains left out (e.g. a task held out from pretraining)
     case " ${EXCLUDE:-} " in *" $name "*) return 0 ;; esac
+    # ONLY: keep just these domains (e.g. the held-out tasks, as their own corpus)
+    if [ -n "${ONLY:-}" ]; then case " $ONLY " in *" $name "*) ;; *) return 0 ;; esac; fi
     paths=""
     for p in "$@"; do
         if [ ! -e "$p" ]; then

@@ -274,7 +274,7 @@ int main(int argc, char **argv)
     ladle_soup_create(&b.soup, &model, &b.shard, experts, cfg.experts_on, 0);
     enum { K = 4 };
     const char names[K][LADLE_NAME_MAX] = {"d0", "d1", "d2", "d3"};
-    if (experts > 0) ladle_router_create(&b.router, K, cfg.router_hidden, experts, (ladle_alpha_kind)cfg.router_alpha);
+    if (experts > 0) ladle_router_configure(&b.router, K, experts, &cfg);
     /* floats moved: per set S + n experts (+ router) */
     double payload = 3.0 * 4.0 * ((double)model.n_params * (1 + experts) + (double)b.router.n_params);
 
