@@ -577,7 +577,9 @@ static void print_model_text(const file_info *fi, FILE *out)
         if (c->experts > 0) {
             fprintf(out, "soup: experts %d, rank %d (%s), experts_on %s\n", c->experts, c->expert_rank,
                     c->expert_rank > 0 ? "low-rank U V^T" : "dense experts", experts_on_text(c->experts_on));
-            fprintf(out, "router: hidden %d, alpha %s\n", c->router_hidden, alpha_text(c->router_alpha));
+            fprintf(out, "router: hidden %d, alpha %s", c->router_hidden, alpha_text(c->router_alpha));
+            if (c->router_scale != 1.0f) fprintf(out, " x %g", (double)c->router_scale);
+            fprintf(out, "\n");
         } else if (instantiated) {
             /* instantiate stores its soup's configuration with soup.experts = 0: the file is dense */
             fprintf(out, "soup: none (merged from a soup of %d experts: see source, h and alpha)\nrouter: none\n",

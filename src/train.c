@@ -26,12 +26,11 @@ static float *alloc_floats(size_t n, const char *what)
 
 /* ---- the plan of a run ------------------------------------------------------------- */
 
-/* Checks of a configuration against its corpus, the same for a run and a dry run. */
+/* Checks of a configuration against its corpus, the same for a run and a dry run. (A
+ * meta.support of k or more means every domain: the default 2 fits a one-domain corpus.) */
 static void check_corpus_fits(const ladle_config *cfg, const ladle_corpus *corpus)
 {
     ladle_corpus_check_context(corpus, cfg->corpus, cfg->context);
-    if (cfg->meta_support > corpus->n_domains)
-        ladle_usage_error("meta.support = %d exceeds the corpus' %d domains", cfg->meta_support, corpus->n_domains);
 }
 
 static void need_corpus(const ladle_config *cfg)

@@ -81,7 +81,7 @@ expect '^world size at save: 2$' "$TMP/soup.txt"
 expect '^ladle version: [0-9]' "$TMP/soup.txt"
 expect '^model: layers 2, dim 32, heads 4, context 32$' "$TMP/soup.txt"
 expect '^soup: experts 3, rank 0 \(dense experts\), experts_on all$' "$TMP/soup.txt"
-expect '^router: hidden 8, alpha raw$' "$TMP/soup.txt"
+expect '^router: hidden 8, alpha softmax$' "$TMP/soup.txt"
 expect '^domains: c, headers, tests$' "$TMP/soup.txt"
 expect '^tensors: 60$' "$TMP/soup.txt"
 expect '^  shared/h\.0\.ffn\.w1 +\[128, 32\]$' "$TMP/soup.txt"
@@ -249,5 +249,16 @@ passed=$((passed + 1))
 "$LADLE" instantiate "$TMP/lowrank/model.h5" -o "$TMP/lr-spec.h5" --weights headers=2,tests=1 > "$TMP/inst.out" 2>&1 \
     || { cat "$TMP/inst.out" >&2; fail "instantiate the low-rank soup"; }
 check_theta "$TMP/lowrank/model.h5" "$TMP/lr-spec.h5"
+
+# ---- raw alpha times router.scale: inspect shows it, theta applies it --------------------------
+# shellcheck disable=SC2086
+run_mpi 2 "^done: 10 steps" "$LADLE" train $TINY soup.experts=3 router.hidden=8 router.alpha=raw router.scale=0.25 \
+    soup.expert_init_std=0.02 train.steps=10 data.corpus="$TMP/corpus.h5" run.dir="$TMP/scaled" \
+    || fail "training a soup with router.scale"
+"$LADLE" inspect "$TMP/scaled/model.h5" > "$TMP/sc.txt" || fail "inspect the scaled soup"
+expect '^router: hidden 8, alpha raw x 0.25$' "$TMP/sc.txt"
+"$LADLE" instantiate "$TMP/scaled/model.h5" -o "$TMP/sc-spec.h5" --weights headers=1,tests=3 > "$TMP/inst.out" 2>&1 \
+    || { cat "$TMP/inst.out" >&2; fail "instantiate the scaled soup"; }
+check_theta "$TMP/scaled/model.h5" "$TMP/sc-spec.h5"
 
 echo "analysis: $passed passed, 0 failed"

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The soup's domain conditioning works with the defaults: a small soup trained on three
-# very different domains (C source, Markdown prose, columns of numbers) with every
+# very different domains (C source, Markdown prose, a hex dump) with every
 # meta/router/soup key at its default must give each domain's one-hot specialist a lower
 # valid loss on that domain than the soup at uniform h. The negative control: the same
 # soup with its router's input weights zeroed (alpha the same for every h) must fail that
@@ -10,16 +10,15 @@ make_tmp
 : "${PYTHON3:=/usr/bin/python3}"
 passed=0
 
-# the numbers domain: deterministic columns of decimals
-awk 'BEGIN { x = 12345; for (i = 0; i < 6000; i++) { x = (x * 1103515245 + 12345) % 2147483648;
-     printf "%d.%04d%s", x % 997, x % 10000, (i % 6 == 5) ? "\n" : "\t" } }' > "$TMP/numbers.tsv"
+# the hex domain: a hex dump of the README, bytes unlike C or prose
+od -An -tx1 -v "$top_srcdir/README.md" | head -c 80000 > "$TMP/hex.txt"
 "$LADLE" prep -o "$TMP/corpus.h5" --valid-fraction 0.2 --split-doc-bytes 2048 \
     --domain c="$top_srcdir/src" \
     --domain prose="$top_srcdir/README.md,$top_srcdir/share/ladle/FORMATS.md,$top_srcdir/share/ladle/experiments/RESULTS.md" \
-    --domain numbers="$TMP/numbers.tsv" > "$TMP/prep.out" 2>&1 || { cat "$TMP/prep.out" >&2; fail "prep"; }
+    --domain hex="$TMP/hex.txt" > "$TMP/prep.out" 2>&1 || { cat "$TMP/prep.out" >&2; fail "prep"; }
 
 # shellcheck disable=SC2086
-run_mpi 2 "^done: 300 steps" "$LADLE" train $TINY train.steps=300 train.warmup=10 data.corpus="$TMP/corpus.h5" \
+run_mpi 2 "^done: 1500 steps" "$LADLE" train $TINY train.steps=1500 train.warmup=10 data.corpus="$TMP/corpus.h5" \
     soup.experts=4 run.dir="$TMP/soup" || fail "soup training"
 passed=$((passed + 1))
 
@@ -36,7 +35,7 @@ sys.exit(0 if all(r["specialist_bpb"] < r["soup_uniform_bpb"] - 1e-3 for r in ro
 }
 
 run_mpi 2 "^mean " "$LADLE" eval "$TMP/soup/model.h5" --corpus "$TMP/corpus.h5" --specialize --one-hot \
-    --windows 16 --json-out "$TMP/table.json" || fail "eval --specialize --one-hot"
+    --windows 64 --json-out "$TMP/table.json" || fail "eval --specialize --one-hot"
 specialises "$TMP/table.json" || fail "a one-hot specialist is not better than the soup at uniform h on its domain"
 passed=$((passed + 1))
 
@@ -48,7 +47,7 @@ import sys, h5py
 with h5py.File(sys.argv[1], "r+") as f:
     f["router/router.w1"][...] = 0' "$TMP/constant.h5" || fail "zeroing router.w1"
     run_mpi 2 "^mean " "$LADLE" eval "$TMP/constant.h5" --corpus "$TMP/corpus.h5" --specialize --one-hot \
-        --windows 16 --json-out "$TMP/constant.json" || fail "eval of the constant-alpha soup"
+        --windows 64 --json-out "$TMP/constant.json" || fail "eval of the constant-alpha soup"
     if specialises "$TMP/constant.json" > "$TMP/control.out"; then
         cat "$TMP/control.out" >&2
         fail "the check passes with alpha constant in h: it cannot detect broken conditioning"

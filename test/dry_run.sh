@@ -181,7 +181,6 @@ passed=$((passed + 1))
 refuse "--ranks 2 only goes with --dry-run" train $SOUP $C run.dir="$TMP/none" --ranks 2
 refuse "--ranks '0': expected an integer in \[1, 1048576\]" train $SOUP $C --dry-run --ranks 0
 refuse "data.corpus is not set" train $SOUP --dry-run
-refuse "meta.support = 4 exceeds the corpus' 3 domains" train $SOUP $C meta.support=4 --dry-run
 refuse "context 60000" train $C model.context=60000 model.dim=8 model.heads=1 model.layers=1 --dry-run
 run_mpi 2 "launched on 2 ranks" "$LADLE" train $SOUP $C --dry-run --ranks 3 && fail "--ranks 3 on 2 ranks accepted"
 [ ! -e "$TMP/none" ] || fail "a refused dry run created run.dir"

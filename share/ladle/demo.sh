@@ -1,12 +1,13 @@
 #!/bin/sh
-# demo.sh LADLE DIR: the README's demo (make demo). On the demo corpus (13 domains of Debian
-# text, clustered into 12 training domains), trains on 2 ranks
-#   - a generic dense model, and
-#   - a Soup-of-Experts with 8 experts,
-# on the same tokens (same seed, same sampled mixtures and batches), then instantiates
-# specialists for every named domain from 8 of its documents and prints the
-# specialist-vs-generic table (also in DIR/specialists.json), instantiates a Python
-# specialist from example files, and samples from it.
+# demo.sh LADLE DIR: the README's demo (make demo). From the demo corpus (13 kinds of Debian
+# text), four sources are held out of pretraining entirely; the other nine are clustered
+# into 16 training domains. On 2 ranks it trains, on the same number of tokens,
+#   - a generic dense model on the natural mixture (clusters in proportion to their size), and
+#   - a Soup-of-Experts with 8 experts, every other key at its default,
+# then instantiates a specialist for every source, held-in and held-out, from 8 of its
+# documents, and prints the specialist against the soup at uniform h and the generic model
+# (also in DIR/specialists*.json); then instantiates a Python specialist from example files
+# and samples from it.
 # Environment: MPIEXEC (default mpiexec), DEMO_STEPS (default 1200), SHARE (this directory).
 set -eu
 ladle=${1:?usage: demo.sh LADLE DIR}
@@ -14,30 +15,36 @@ dir=${2:?usage: demo.sh LADLE DIR}
 share=${SHARE:-$(dirname "$0")}
 mpiexec=${MPIEXEC:-mpiexec}
 steps=${DEMO_STEPS:-1200}
+heldout="perl-pod vim-help cmake-modules wordnet"
 if [ "$(id -u)" = 0 ]; then
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 export BLIS_NUM_THREADS=1
 mkdir -p "$dir"
 
-if [ ! -s "$dir/corpus.h5" ]; then
-    echo "== demo corpus"
-    CLUSTERS=12 MAX_DOMAIN_BYTES=2000000 sh "$share/demo-corpus.sh" "$dir/corpus.h5" "$ladle"
+if [ ! -s "$dir/corpus.h5" ] || [ ! -s "$dir/heldout.h5" ]; then
+    echo "== demo corpus: 9 sources in 16 clusters for pretraining, 4 sources held out"
+    EXCLUDE="$heldout" CLUSTERS=16 MAX_DOMAIN_BYTES=2000000 sh "$share/demo-corpus.sh" "$dir/corpus.h5" "$ladle"
+    ONLY="$heldout" MAX_DOMAIN_BYTES=2000000 sh "$share/demo-corpus.sh" "$dir/heldout.h5" "$ladle"
 fi
 
 common="data.corpus=$dir/corpus.h5 train.steps=$steps --fresh --force"
-echo "== generic dense model, 2 ranks"
+echo "== generic dense model on the natural mixture, 2 ranks"
 # shellcheck disable=SC2086
-$mpiexec -n 2 "$ladle" train "$share/demo.conf" $common run.dir="$dir/generic"
-# a small router: with the default 256 hidden units the raw alpha of this short run makes the
-# specialists worse than the generic model (+0.06 bits/byte); with 64 they are better (-0.01)
+$mpiexec -n 2 "$ladle" train "$share/demo.conf" meta.natural=1 $common run.dir="$dir/generic"
 echo "== Soup-of-Experts, 8 experts, 2 ranks"
 # shellcheck disable=SC2086
-$mpiexec -n 2 "$ladle" train "$share/demo.conf" soup.experts=8 router.hidden=64 $common run.dir="$dir/soup"
+$mpiexec -n 2 "$ladle" train "$share/demo.conf" soup.experts=8 $common run.dir="$dir/soup"
 
-echo "== specialists for every named domain, from 8 of its train documents each"
+echo "== the generic loss (natural mixture): the soup at h = the natural mixture, and the generic model"
+$mpiexec -n 2 "$ladle" eval "$dir/soup/model.h5" --corpus "$dir/corpus.h5" --weights natural | tail -n 1
+$mpiexec -n 2 "$ladle" eval "$dir/generic/model.h5" --corpus "$dir/corpus.h5" | tail -n 1
+echo "== specialists for the 9 held-in sources, from 8 of their train documents each"
 $mpiexec -n 2 "$ladle" eval "$dir/soup/model.h5" --corpus "$dir/corpus.h5" --specialize --examples 8 \
     --baseline "$dir/generic/model.h5" --json-out "$dir/specialists.json"
+echo "== specialists for the 4 held-out sources (absent from pretraining), from 8 documents each"
+$mpiexec -n 2 "$ladle" eval "$dir/soup/model.h5" --corpus "$dir/corpus.h5" --specialize --examples 8 \
+    --specialists "$dir/heldout.h5" --baseline "$dir/generic/model.h5" --json-out "$dir/specialists-heldout.json"
 
 echo "== a Python specialist from example files, and a sample of it"
 $mpiexec -n 2 "$ladle" instantiate "$dir/soup/model.h5" -o "$dir/python-specialist.h5" \

@@ -158,7 +158,8 @@ def domain_weights(ckpt, weights):
 
 def router_alpha(ckpt, h):
     """alpha = router(h): relu(h W1^T + b1) W2^T + b2, then softmax if the stored config
-    says router.alpha = softmax (raw coefficients otherwise). h is taken as given."""
+    says router.alpha = softmax (raw coefficients otherwise), times router.scale (1 in files
+    older than that key). h is taken as given."""
     r = ckpt["router"]
     if not r:
         raise ValueError("%s is not a soup (kind %s): it has no router" % (ckpt["path"], ckpt["kind"]))
@@ -168,7 +169,7 @@ def router_alpha(ckpt, h):
     if ckpt["config"].get("router.alpha") == "softmax":
         e = np.exp(alpha - alpha.max(axis=-1, keepdims=True))   # shifted: no overflow
         alpha = e / e.sum(axis=-1, keepdims=True)
-    return alpha
+    return alpha * float(ckpt["config"].get("router.scale", 1))
 
 
 def expert_tensor(experts, name, j):

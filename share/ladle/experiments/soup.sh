@@ -76,13 +76,13 @@ row_keys() {
         soup) echo "soup.experts=$experts" ;;                # the defaults
         soup-n4) echo "soup.experts=4" ;;
         soup-n16) echo "soup.experts=16" ;;
-        soup-n16-h64) echo "soup.experts=16 router.hidden=64" ;;
+        soup-h64) echo "soup.experts=$experts router.hidden=64" ;;
         soup-n16-lowrank) echo "soup.experts=16 soup.rank=8" ;;
         soup-flat) echo "soup.experts=$experts meta.support=0 meta.concentration=1 meta.natural=0" ;;
         *) echo "" ;;
     esac
 }
-protocol_rows="dense dense-pi soup-n4 soup-n16 soup-n16-h64 soup-n16-lowrank"
+protocol_rows="dense dense-pi soup soup-h64 soup-n4 soup-n16 soup-n16-lowrank"
 [ $# -gt 0 ] || set -- $protocol_rows
 
 if [ ! -s "$out/pre.h5" ]; then
@@ -194,10 +194,6 @@ finetune() {
     done
 }
 
-# the baseline first (specialist tables compare against it), then the rest JOBS at a time
-for seed in $seeds; do
-    train_row "$baseline" "$(row_keys "$baseline")" "$seed"
-done
 running=0
 # in_parallel CMD...: run CMD in the background, JOBS at a time
 in_parallel() {
@@ -208,6 +204,12 @@ in_parallel() {
         running=0
     fi
 }
+# the baselines first (specialist tables compare against them), then the rest
+for seed in $seeds; do
+    in_parallel train_row "$baseline" "$(row_keys "$baseline")" "$seed"
+done
+wait
+running=0
 for seed in $seeds; do
     for row in "$@"; do
         name=${row%%=*}
