@@ -60,7 +60,7 @@ static const key_spec KEYS[] = {
     CHOICE("data.sampling", sampling, "iid", "iid|stratified", "Algorithm 1: each sequence's domain ~ Cat(h), or floor(B h_i) per domain first"),
     KEY("meta.support", KEY_INT, meta_support, "2", 0, 1 << 20, "domains with non-zero weight in each sampled mixture h (0, or at least the corpus' domains: all)"),
     KEY("meta.concentration", KEY_FLOAT, meta_concentration, "1.0", 1e-3, 1e6, "Dirichlet concentration c of the mixture weights"),
-    KEY("meta.natural", KEY_FLOAT, meta_natural, "0.75", 0, 1, "probability that a step's h is the natural mixture (domains in proportion to their train bytes) instead of a support/concentration draw"),
+    KEY("meta.natural", KEY_FLOAT, meta_natural, "0.9", 0, 1, "probability that a step's h is the natural mixture (domains in proportion to their train bytes) instead of a support/concentration draw"),
     KEY("meta.weights", KEY_TEXT, meta_weights, "", 0, 0, "NAME=W,... : the mixture that meta.natural draws instead of the natural one (e.g. a dense model trained on one specialist's h)"),
     KEY("soup.experts", KEY_INT, experts, "0", 0, 1 << 16, "experts n in the bank (0 = a plain dense model)"),
     CHOICE("soup.experts_on", experts_on, "all", "all|blocks", "which tensors carry experts: all, or the transformer blocks only"),
