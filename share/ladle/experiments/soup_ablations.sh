@@ -7,10 +7,10 @@
 # train/valid split and clustering (SPLIT_SEED=2), and TUNING=1 so that the held-out sources
 # are never evaluated. The defaults were chosen from these rows only (the held-in sources'
 # specialists, the one-hot clusters and the generic loss); the protocol (soup.sh with
-# SPLIT_SEED=1) then measured them. Rows of 8 experts, 1200 steps, seed 1, each with the
-# keys it names on top of the defaults of the commit that ran them (every row below sets
-# the keys it varies; the others were the defaults then: router.hidden 256, no expert
-# noise, lr 2e-3 for everything).
+# SPLIT_SEED=1) then measured them. Rows of 8 experts, 1200 steps, seed 1; every row sets
+# meta.support, meta.natural and router.alpha itself (the defaults before these ablations
+# were 0, 0 and raw), the rest is as in demo.conf and the keys' defaults (router.hidden 256,
+# no expert noise, lr 2e-3 for everything).
 # Environment: as soup.sh (JOBS, RANKS, STEPS, ...).
 set -eu
 ladle=${1:?usage: soup_ablations.sh LADLE OUTDIR}
@@ -21,6 +21,8 @@ flat="meta.support=0 meta.concentration=1 meta.natural=0 router.alpha=raw"
 s2n="meta.support=2 meta.natural=0.5"
 sm="router.alpha=softmax"
 n75="meta.support=2 meta.natural=0.75 $sm"
+# (dense is soup.sh's baseline row, meta.natural=1 at DENSE_LR: 2e-3 here, as it was run)
+export DENSE_LR=2e-3
 exec sh "$here/soup.sh" "$ladle" "$out" \
     "dense-s2=meta.support=2 meta.natural=0" \
     "soup-flat=$flat" \
@@ -39,4 +41,10 @@ exec sh "$here/soup.sh" "$ladle" "$out" \
     "soup-sm-n75-h64=$n75 router.hidden=64" \
     "soup-raw-n75=meta.support=2 meta.natural=0.75 router.alpha=raw" \
     "soup-sm-n75-blr05=$n75 soup.lr_scale=0.5" \
-    "soup-sm-n75-init=$n75 soup.expert_init_std=0.02"
+    "soup-sm-n75-init=$n75 soup.expert_init_std=0.02" \
+    "dense-lr3=meta.natural=1 train.lr=3e-3" \
+    "dense-lr4=meta.natural=1 train.lr=4e-3" \
+    "dense-lr6=meta.natural=1 train.lr=6e-3" \
+    "soup-sm-n90-lr4=meta.support=2 meta.natural=0.9 $sm train.lr=4e-3" \
+    "soup-sm-n90-lr4-blr05=meta.support=2 meta.natural=0.9 $sm train.lr=4e-3 soup.lr_scale=0.5" \
+    "soup-sm-n90-s1=meta.support=1 meta.natural=0.9 $sm"
