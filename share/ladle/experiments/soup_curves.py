@@ -7,7 +7,6 @@ its specialists; a dense row's is its own loss on the same sources (the baseline
 soup's table at that step, which is the dense BASELINE row; other dense rows show only their
 generic loss). Needs matplotlib (python3-matplotlib)."""
 import glob
-import json
 import os
 import re
 import sys
@@ -17,13 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def load(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from soup_summary import load  # noqa: E402
 
 
 def step_of(path, final_step):
