@@ -57,6 +57,7 @@ static const key_spec KEYS[] = {
     KEY("train.init", KEY_PATH, init, "", 0, 0, "start a fresh run from this model file's parameters (same shape), e.g. a pruned model"),
     CHOICE("train.only", only, "all", "all|router", "train everything, or only the routers of the moe/smear sites (UNCURL's router re-training)"),
     KEY("data.corpus", KEY_PATH, corpus, "", 0, 0, "corpus file written by 'ladle prep'"),
+    CHOICE("data.read", data_read, "stream", "stream|memory", "read each window from the corpus file when it is needed (memory does not grow with the corpus), or every domain into memory at start"),
     CHOICE("data.sampling", sampling, "iid", "iid|stratified", "Algorithm 1: each sequence's domain ~ Cat(h), or floor(B h_i) per domain first"),
     KEY("meta.support", KEY_INT, meta_support, "2", 0, 1 << 20, "domains with non-zero weight in each sampled mixture h (0, or at least the corpus' domains: all)"),
     KEY("meta.concentration", KEY_FLOAT, meta_concentration, "1.0", 1e-3, 1e6, "Dirichlet concentration c of the mixture weights"),

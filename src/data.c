@@ -1,10 +1,13 @@
 /* data: read a corpus file (layout in data.h and prep.c) and cut training and
  * validation windows out of it.
  *
- * Every rank opens the file with the MPI-IO driver and reads all of it with independent
- * reads: a corpus is small next to the model state, and collective metadata reads are
- * broken in HDF5 1.10.5-1.10.8. Every check on the file's structure is a usage error that
- * all ranks reach identically (they all read the same bytes), so they all exit cleanly. */
+ * Every rank opens the file with the MPI-IO driver and reads with independent reads
+ * (collective metadata reads are broken in HDF5 1.10.5-1.10.8). Streamed, the default, a
+ * rank reads each window it needs as one hyperslab of context + 1 bytes when it needs it:
+ * any dataset layout works, nothing is mapped (so neither RSS nor the page cache a rank
+ * pins grows with the corpus), and 16 such reads cost well under 1 % of a step
+ * (test/bench/bench_data). Every check on the file's structure is a usage error that all
+ * ranks reach identically (they all read the same bytes), so they all exit cleanly. */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
@@ -37,6 +40,8 @@ typedef struct {
 static void close_reader(void *reader)
 {
     corpus_reader *r = reader;
+    r->corpus->file = -1;   /* closed here, with everything in it */
+    for (int i = 0; i < r->corpus->n_domains; i++) r->corpus->domains[i].streamed = 0;
     if (r->file >= 0) H5Fclose(r->file);
     ladle_corpus_free(r->corpus);
 }
@@ -72,26 +77,71 @@ static hid_t open_vector(corpus_reader *r, hid_t group, const char *domain, cons
     return dset;
 }
 
-/* Read a whole uint8 dataset. In pieces, because MPI-IO counts are ints. */
-static void read_bytes(hid_t dset, uint8_t *buf, size_t n)
+/* Elements [at, at + n) of a one-dimensional dataset, independent I/O. Returns the
+ * HDF5 status: a read that fails because the file lost its data (truncated) is the
+ * caller's to report. */
+static herr_t read_range(hid_t dset, hid_t mem_type, size_t at, size_t n, void *buf)
 {
-    const size_t piece = (size_t)1 << 30;
     hid_t fspace = H5Dget_space(dset);
     H5_CHECK(fspace);
-    for (size_t at = 0; at < n; at += piece) {
-        hsize_t start[1] = {at}, count[1] = {n - at < piece ? n - at : piece};
-        hid_t mspace = H5Screate_simple(1, count, NULL);
-        H5_CHECK(mspace);
-        H5_CHECK(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL));
-        H5_CHECK(H5Dread(dset, H5T_NATIVE_UINT8, mspace, fspace, H5P_DEFAULT, buf + at));
-        H5_CHECK(H5Sclose(mspace));
-    }
+    hsize_t start[1] = {at}, count[1] = {n};
+    hid_t mspace = H5Screate_simple(1, count, NULL);
+    H5_CHECK(mspace);
+    H5_CHECK(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL));
+    herr_t status = H5Dread(dset, mem_type, mspace, fspace, H5P_DEFAULT, buf);
+    H5_CHECK(H5Sclose(mspace));
     H5_CHECK(H5Sclose(fspace));
+    return status;
 }
 
-/* One split of one domain: its bytes, and its documents' offsets. */
-static void read_split(corpus_reader *r, hid_t group, const char *domain, const char *split,
-                       uint8_t **data, size_t *bytes, size_t *docs, uint64_t **doc_offsets)
+/* Read a whole uint8 dataset, in pieces, because MPI-IO counts are ints. */
+static void read_bytes(corpus_reader *r, hid_t dset, const char *domain, const char *split, uint8_t *buf, size_t n)
+{
+    const size_t piece = (size_t)1 << 30;
+    for (size_t at = 0; at < n; at += piece)
+        if (read_range(dset, H5T_NATIVE_UINT8, at, n - at < piece ? n - at : piece, buf + at) < 0)
+            reject(r, "corpus '%s' is damaged: '%s' of domain '%s' cannot be read (truncated file?)", r->path, split,
+                   domain);
+}
+
+/* Offsets must start at 0, never decrease and end at the split's length. Checked in
+ * pieces of a bounded buffer, so that a streamed corpus never holds them all; into
+ * `keep` ([n] or NULL) when the corpus is read into memory. */
+static void check_offsets(corpus_reader *r, hid_t offsets, const char *domain, const char *name, size_t n,
+                          size_t bytes, uint64_t *keep)
+{
+    const size_t piece = (size_t)1 << 16;
+    uint64_t *buf = keep ? NULL : ladle_malloc(piece * sizeof(uint64_t), "document offsets");
+    uint64_t prev = 0;
+    int ok = 1;
+    for (size_t at = 0; ok && at < n; at += piece) {
+        size_t m = n - at < piece ? n - at : piece;
+        uint64_t *v = keep ? keep + at : buf;
+        if (read_range(offsets, H5T_NATIVE_UINT64, at, m, v) < 0) {
+            free(buf);
+            reject(r, "corpus '%s' is damaged: '%s' of domain '%s' cannot be read (truncated file?)", r->path, name,
+                   domain);
+        }
+        if (at == 0) ok = v[0] == 0;
+        for (size_t i = 0; ok && i < m; i++) {
+            ok = v[i] >= prev && v[i] <= bytes;
+            prev = v[i];
+        }
+    }
+    free(buf);
+    if (ok && prev < bytes)
+        reject(r, "corpus '%s' is damaged: '%s' of domain '%s' ends at byte %llu but its split holds %zu bytes",
+               r->path, name, domain, (unsigned long long)prev, bytes);
+    if (!ok)
+        reject(r, "corpus '%s' is damaged: '%s' of domain '%s' points past the end of its split (%zu bytes) or "
+               "does not rise from 0: the split is truncated or the offsets are wrong", r->path, name, domain, bytes);
+}
+
+/* One split of one domain: its length and document count, its offsets checked, and its
+ * bytes and offsets read (memory) or its datasets kept open (streamed). */
+static void open_split(corpus_reader *r, hid_t group, const char *domain, const char *split, ladle_corpus_read read,
+                       size_t *bytes, size_t *docs, uint8_t **data, uint64_t **doc_offsets, hid_t *set,
+                       hid_t *offsets_set)
 {
     char offsets_name[32];
     snprintf(offsets_name, sizeof offsets_name, "%s_offsets", split);
@@ -100,24 +150,31 @@ static void read_split(corpus_reader *r, hid_t group, const char *domain, const 
     if (n_offsets == 0)
         reject(r, "corpus '%s' is damaged: '%s' of domain '%s' is empty", r->path, offsets_name, domain);
     *docs = n_offsets - 1;
-    *doc_offsets = ladle_malloc(n_offsets * sizeof(uint64_t), "document offsets");
-    H5_CHECK(H5Dread(offsets, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, *doc_offsets));
-    H5_CHECK(H5Dclose(offsets));
-
     hid_t dset = open_vector(r, group, domain, split, 1, bytes);
-    *data = ladle_malloc(*bytes, "corpus split");
-    if (*bytes) read_bytes(dset, *data, *bytes);
-    H5_CHECK(H5Dclose(dset));
-    /* offsets must be non-decreasing and end at the split's length */
-    int ok = (*doc_offsets)[0] == 0 && (*doc_offsets)[*docs] == *bytes;
-    for (size_t i = 0; ok && i < *docs; i++) ok = (*doc_offsets)[i] <= (*doc_offsets)[i + 1];
-    if (!ok) reject(r, "corpus '%s' is damaged: '%s' of domain '%s' does not index its %zu bytes", r->path,
-                    offsets_name, domain, *bytes);
+    if (read == LADLE_CORPUS_MEMORY) *doc_offsets = ladle_malloc(n_offsets * sizeof(uint64_t), "document offsets");
+    check_offsets(r, offsets, domain, offsets_name, n_offsets, *bytes, *doc_offsets);
+    if (read == LADLE_CORPUS_MEMORY) {
+        *data = ladle_malloc(*bytes ? *bytes : 1, "corpus split");
+        read_bytes(r, dset, domain, split, *data, *bytes);
+        H5_CHECK(H5Dclose(offsets));
+        H5_CHECK(H5Dclose(dset));
+    } else {
+        /* the last byte, read now: a file cut short fails here, naming the dataset,
+         * rather than in the middle of training */
+        uint8_t last = 0;
+        if (*bytes && read_range(dset, H5T_NATIVE_UINT8, *bytes - 1, 1, &last) < 0)
+            reject(r, "corpus '%s' is damaged: '%s' of domain '%s' cannot be read (truncated file?)", r->path, split,
+                   domain);
+        *set = dset;
+        *offsets_set = offsets;
+    }
 }
 
-void ladle_corpus_open_group(ladle_corpus *corpus, const char *path, const char *group, MPI_Comm comm)
+void ladle_corpus_open_group(ladle_corpus *corpus, const char *path, const char *group, ladle_corpus_read read,
+                             MPI_Comm comm)
 {
     memset(corpus, 0, sizeof *corpus);
+    corpus->file = -1;
     corpus_reader r = {path, -1, corpus};
 
     r.file = ladle_h5_open_ladle_file(path, "corpus", LADLE_CORPUS_FORMAT, LADLE_CORPUS_VERSION, comm);
@@ -147,35 +204,89 @@ void ladle_corpus_open_group(ladle_corpus *corpus, const char *path, const char 
 
         hid_t g = H5Gopen2(domains, d->name, H5P_DEFAULT);
         if (g < 0) reject(&r, "corpus '%s' is damaged: %s/%s is not a group", path, group, d->name);
-        read_split(&r, g, d->name, "train", &d->train, &d->train_bytes, &d->train_docs, &d->train_offsets);
-        read_split(&r, g, d->name, "valid", &d->valid, &d->valid_bytes, &d->valid_docs, &d->valid_offsets);
+        d->streamed = read == LADLE_CORPUS_STREAM;
+        open_split(&r, g, d->name, "train", read, &d->train_bytes, &d->train_docs, &d->train, &d->train_offsets,
+                   &d->train_set, &d->train_offsets_set);
+        open_split(&r, g, d->name, "valid", read, &d->valid_bytes, &d->valid_docs, &d->valid, &d->valid_offsets,
+                   &d->valid_set, &d->valid_offsets_set);
         H5_CHECK(H5Gclose(g));
         if (d->train_bytes == 0)
             reject(&r, "domain '%s' in corpus '%s' has no train bytes", d->name, path);
     }
 
     H5_CHECK(H5Gclose(domains));
-    H5_CHECK(H5Fclose(r.file));
+    if (read == LADLE_CORPUS_STREAM) corpus->file = r.file;
+    else H5_CHECK(H5Fclose(r.file));
 }
 
-void ladle_corpus_open(ladle_corpus *corpus, const char *path, MPI_Comm comm)
+void ladle_corpus_open(ladle_corpus *corpus, const char *path, ladle_corpus_read read, MPI_Comm comm)
 {
-    ladle_corpus_open_group(corpus, path, "domains", comm);
+    ladle_corpus_open_group(corpus, path, "domains", read, comm);
 }
 
 void ladle_corpus_free(ladle_corpus *corpus)
 {
     if (corpus->domains) {
         for (int i = 0; i < corpus->n_domains; i++) {
-            free(corpus->domains[i].train);
-            free(corpus->domains[i].valid);
-            free(corpus->domains[i].train_offsets);
-            free(corpus->domains[i].valid_offsets);
+            ladle_domain *d = &corpus->domains[i];
+            free(d->train);
+            free(d->valid);
+            free(d->train_offsets);
+            free(d->valid_offsets);
+            if (d->streamed) {
+                H5_CHECK(H5Dclose(d->train_set));
+                H5_CHECK(H5Dclose(d->valid_set));
+                H5_CHECK(H5Dclose(d->train_offsets_set));
+                H5_CHECK(H5Dclose(d->valid_offsets_set));
+            }
         }
         free(corpus->domains);
     }
+    if (corpus->file > 0) H5_CHECK(H5Fclose(corpus->file));   /* ids are positive; a zeroed corpus has none */
+    corpus->file = -1;
     corpus->domains = NULL;
     corpus->n_domains = 0;
+}
+
+size_t ladle_corpus_memory(const ladle_corpus *c, ladle_corpus_read read)
+{
+    size_t bytes = (size_t)c->n_domains * sizeof(ladle_domain);
+    for (int d = 0; d < c->n_domains && read == LADLE_CORPUS_MEMORY; d++) {
+        const ladle_domain *x = &c->domains[d];
+        bytes += x->train_bytes + x->valid_bytes + (x->train_docs + 1 + x->valid_docs + 1) * sizeof(uint64_t);
+    }
+    return bytes;
+}
+
+/* Bytes [at, at + n) of one split: copied from memory, or one hyperslab read. A read
+ * that fails mid-run (the file changed under the run) is an error naming the domain. */
+static void split_read(const ladle_domain *d, int valid, size_t at, size_t n, uint8_t *out)
+{
+    if (!d->streamed) {
+        memcpy(out, (valid ? d->valid : d->train) + at, n);
+        return;
+    }
+    if (read_range(valid ? d->valid_set : d->train_set, H5T_NATIVE_UINT8, at, n, out) < 0)
+        LADLE_FAIL("cannot read bytes [%zu, %zu) of '%s' of domain '%s' from the corpus (was the file changed "
+                    "during the run?)", at, at + n, valid ? "valid" : "train", d->name);
+}
+
+uint8_t *ladle_domain_train_document(const ladle_domain *d, size_t doc, size_t *len)
+{
+    LADLE_CHECK(doc < d->train_docs, "document %zu of domain '%s' (%zu train documents)", doc, d->name,
+                d->train_docs);
+    uint64_t range[2];
+    if (d->streamed) {
+        if (read_range(d->train_offsets_set, H5T_NATIVE_UINT64, doc, 2, range) < 0)
+            LADLE_FAIL("cannot read the offsets of document %zu of domain '%s'", doc, d->name);
+    } else {
+        range[0] = d->train_offsets[doc];
+        range[1] = d->train_offsets[doc + 1];
+    }
+    *len = (size_t)(range[1] - range[0]);
+    uint8_t *bytes = ladle_malloc(*len ? *len : 1, "document");
+    if (*len) split_read(d, 0, (size_t)range[0], *len, bytes);
+    return bytes;
 }
 
 void ladle_corpus_check_context(const ladle_corpus *corpus, const char *path, int context)
@@ -189,6 +300,18 @@ void ladle_corpus_check_context(const ladle_corpus *corpus, const char *path, in
             ladle_usage_error("context %d is longer than domain '%s' in corpus '%s' allows "
                               "(train split: %zu bytes, a window needs %zu): use a smaller model.context",
                               context, d->name, path, d->train_bytes, need);
+    }
+}
+
+void ladle_corpus_check_valid(const ladle_corpus *corpus, const char *path, int context)
+{
+    for (int i = 0; i < corpus->n_domains; i++) {
+        const ladle_domain *d = &corpus->domains[i];
+        if (d->valid_bytes < (size_t)context + 1)
+            ladle_usage_error("domain '%s' of corpus '%s': its 'valid' dataset holds %zu bytes, shorter than one "
+                              "window of model.context + 1 = %d bytes, so evaluation cannot measure it: set "
+                              "eval.every = 0, or prepare the corpus with a larger --valid-fraction or fewer "
+                              "--clusters", d->name, path, d->valid_bytes, context + 1);
     }
 }
 
@@ -391,6 +514,16 @@ int ladle_mixture_domain(const float *h, int k, int batch, int b, ladle_sampling
     return draw_domain(h, k, ladle_rng_uniform(seed, step, LADLE_STREAM_DOMAIN, (uint64_t)b));
 }
 
+/* One window of context + 1 bytes at `start` (read through `window`): the tokens, and
+ * the targets one byte later. */
+static void copy_window(const ladle_domain *d, int valid, size_t start, int context, uint8_t *window,
+                        uint8_t *tokens, uint8_t *targets)
+{
+    split_read(d, valid, start, (size_t)context + 1, window);
+    memcpy(tokens, window, (size_t)context);
+    memcpy(targets, window + 1, (size_t)context);
+}
+
 void ladle_batch_train(const ladle_corpus *corpus, const float *h, ladle_sampling sampling, int batch,
                        uint64_t seed, uint64_t step, int b_lo, int b_hi, int context,
                        uint8_t *tokens, uint8_t *targets, int *domains)
@@ -398,6 +531,7 @@ void ladle_batch_train(const ladle_corpus *corpus, const float *h, ladle_samplin
     LADLE_CHECK(corpus->n_domains > 0, "empty corpus");
     LADLE_CHECK(context > 0 && 0 <= b_lo && b_lo <= b_hi && b_hi <= batch,
                 "bad batch range [%d, %d) of %d or context %d", b_lo, b_hi, batch, context);
+    uint8_t *window = ladle_malloc((size_t)context + 1, "window");
     for (int b = b_lo; b < b_hi; b++) {
         /* b is the GLOBAL sequence number: the window does not depend on which rank
          * draws it or how the batch was split */
@@ -408,11 +542,11 @@ void ladle_batch_train(const ladle_corpus *corpus, const float *h, ladle_samplin
                     dom->name, dom->train_bytes, context);
         size_t start = (size_t)ladle_rng_below(seed, step, LADLE_STREAM_WINDOW, (uint64_t)b,
                                                (uint64_t)(dom->train_bytes - (size_t)context));
-        size_t at = (size_t)(b - b_lo) * (size_t)context;
-        memcpy(tokens + at, dom->train + start, (size_t)context);
-        memcpy(targets + at, dom->train + start + 1, (size_t)context);
+        copy_window(dom, 0, start, context, window, tokens + (size_t)(b - b_lo) * (size_t)context,
+                    targets + (size_t)(b - b_lo) * (size_t)context);
         if (domains) domains[b - b_lo] = d;
     }
+    free(window);
 }
 
 int ladle_valid_windows(const ladle_domain *domain, int context, int wanted)
@@ -447,10 +581,11 @@ void ladle_batch_valid(const ladle_domain *domain, int context, int n_windows, i
                 domain->valid_bytes, context);
     LADLE_CHECK(0 <= w_lo && w_lo <= w_hi && w_hi <= n_windows,
                 "bad valid window range [%d, %d) of %d", w_lo, w_hi, n_windows);
+    uint8_t *window = ladle_malloc((size_t)context + 1, "window");
     for (int w = w_lo; w < w_hi; w++) {
         size_t start = valid_window_start(domain->valid_bytes, context, n_windows, w);
-        size_t at = (size_t)(w - w_lo) * (size_t)context;
-        memcpy(tokens + at, domain->valid + start, (size_t)context);
-        memcpy(targets + at, domain->valid + start + 1, (size_t)context);
+        copy_window(domain, 1, start, context, window, tokens + (size_t)(w - w_lo) * (size_t)context,
+                    targets + (size_t)(w - w_lo) * (size_t)context);
     }
+    free(window);
 }

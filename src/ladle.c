@@ -418,7 +418,7 @@ static int cmd_eval(int argc, char **argv)
     if (baseline || json_out || specialists || one_hot)
         ladle_usage_error("eval: --baseline, --json-out, --specialists and --one-hot go with --specialize");
     ladle_corpus corpus;
-    ladle_corpus_open(&corpus, corpus_path, MPI_COMM_WORLD);
+    ladle_corpus_open(&corpus, corpus_path, LADLE_CORPUS_STREAM, MPI_COMM_WORLD);
     char *natural = weights && !strcmp(weights, "natural") ? natural_weights(&corpus) : NULL;
     ladle_ckpt_loaded m;
     float *params = load_theta(model_path, natural ? natural : weights, &m, json ? stderr : stdout);

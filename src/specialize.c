@@ -287,7 +287,7 @@ int ladle_specialize_eval(const ladle_ckpt_loaded *soup, const char *corpus_path
                           corpus_path);
     ladle_corpus corpus;
     ladle_corpus_open_group(&corpus, text_path, clustered && corpus_has_group(text_path, "sources") ? "sources" : "domains",
-                            comm);
+                            LADLE_CORPUS_STREAM, comm);
     ladle_corpus_check_context(&corpus, text_path, soup->model.context);
     ladle_clusters clusters;
     if (clustered) {
@@ -315,12 +315,12 @@ int ladle_specialize_eval(const ladle_ckpt_loaded *soup, const char *corpus_path
         if (clustered) {
             /* m train documents, evenly spaced: the "handful of example texts" */
             size_t m = (size_t)examples < dom->train_docs ? (size_t)examples : dom->train_docs;
-            for (size_t i = 0; i < m; i++) {
-                size_t doc = i * dom->train_docs / m;
-                docs[i] = dom->train + dom->train_offsets[doc];
-                lens[i] = (size_t)(dom->train_offsets[doc + 1] - dom->train_offsets[doc]);
-            }
+            uint8_t **text = ladle_calloc(m ? m : 1, sizeof *text, "examples");
+            for (size_t i = 0; i < m; i++) docs[i] = text[i] = ladle_domain_train_document(dom, i * dom->train_docs / m,
+                                                                                           &lens[i]);
             ladle_clusters_histogram(&clusters, docs, lens, m, h);
+            for (size_t i = 0; i < m; i++) free(text[i]);
+            free(text);
         } else {
             int index = ladle_ckpt_domain_index(soup, dom->name);
             if (index < 0) ladle_usage_error("domain '%s' of corpus '%s' is not one of the soup's", dom->name, corpus_path);

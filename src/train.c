@@ -31,22 +31,12 @@ static float *alloc_floats(size_t n, const char *what)
 static void check_corpus_fits(const ladle_config *cfg, const ladle_corpus *corpus)
 {
     ladle_corpus_check_context(corpus, cfg->corpus, cfg->context);
+    if (cfg->eval_every > 0) ladle_corpus_check_valid(corpus, cfg->corpus, cfg->context);
 }
 
 static void need_corpus(const ladle_config *cfg)
 {
     if (cfg->corpus[0] == '\0') ladle_usage_error("data.corpus is not set: give the corpus file written by 'ladle prep'");
-}
-
-/* What ladle_corpus_open holds in memory: both splits' bytes and document offsets. */
-static size_t corpus_memory(const ladle_corpus *c)
-{
-    size_t bytes = (size_t)c->n_domains * sizeof(ladle_domain);
-    for (int d = 0; d < c->n_domains; d++) {
-        const ladle_domain *x = &c->domains[d];
-        bytes += x->train_bytes + x->valid_bytes + (x->train_docs + 1 + x->valid_docs + 1) * sizeof(uint64_t);
-    }
-    return bytes;
 }
 
 /* ladle_activations_create, returning what it allocated (the buffers count themselves). */
@@ -64,6 +54,7 @@ void ladle_train_plan_make(ladle_train_plan *plan, const ladle_config *cfg, int 
     plan->ranks = ranks;
     plan->domains = domains;
     plan->corpus_bytes = corpus_bytes;
+    plan->corpus_streamed = cfg->data_read == LADLE_CORPUS_STREAM;
     plan->batch = cfg->batch;
     plan->context = cfg->context;
     plan->experts = cfg->experts;
@@ -137,8 +128,10 @@ int ladle_train_plan_memory(const ladle_train_plan *plan, int rank, ladle_plan_i
     items[n++] = (ladle_plan_item){"activations and routed-site caches", acts, 1, acts_keys};
     items[n++] = (ladle_plan_item){"batch tokens, targets, domain labels", (size_t)B,
                                    2 * (size_t)plan->context + sizeof(int), acts_keys};
-    items[n++] = (ladle_plan_item){"corpus (every rank reads all of it)", plan->corpus_bytes, 1,
-                                   "the corpus (fewer or smaller domains)"};
+    items[n++] = plan->corpus_streamed
+                     ? (ladle_plan_item){"corpus (streamed: the domain table)", plan->corpus_bytes, 1, "the domains"}
+                     : (ladle_plan_item){"corpus (data.read = memory: every rank reads all of it)", plan->corpus_bytes,
+                                         1, "the corpus, or set data.read = stream"};
     return n;
 }
 
@@ -291,8 +284,9 @@ static void print_plan(const ladle_train_plan *plan, const ladle_config *cfg, FI
             PACKAGE_VERSION, P, P == 1 ? "" : "s");
     fprintf(out, "configuration ('*': not the default):\n");
     print_config_marked(cfg, out);
-    fprintf(out, "corpus: %s, %d domains, %zu bytes in memory on every rank\n", cfg->corpus, plan->domains,
-            plan->corpus_bytes);
+    fprintf(out, "corpus: %s, %d domains, %zu bytes in memory on every rank (%s)\n", cfg->corpus, plan->domains,
+            plan->corpus_bytes, plan->corpus_streamed ? "streamed: windows are read when needed; this does not grow "
+            "with the corpus' bytes" : "data.read = memory: both splits of every domain");
 
     fprintf(out, "parameters:\n  %-22s %14zu  (%s)\n", "shared S", plan->shared,
             plan->experts > 0 ? "the instantiated model's size" : "a dense model");
@@ -384,6 +378,7 @@ static size_t dataset_length(hid_t file, hid_t group, const char *path, const ch
 static void corpus_metadata(ladle_corpus *corpus, const char *path, MPI_Comm comm)
 {
     memset(corpus, 0, sizeof *corpus);
+    corpus->file = -1;
     hid_t file = ladle_h5_open_ladle_file(path, "corpus", LADLE_CORPUS_FORMAT, LADLE_CORPUS_VERSION, comm);
     htri_t has = H5Lexists(file, "domains", H5P_DEFAULT);
     H5_CHECK(has);
@@ -432,7 +427,7 @@ void ladle_train_dry_run(const ladle_config *cfg, int ranks, MPI_Comm comm, FILE
     corpus_metadata(&corpus, cfg->corpus, comm);
     check_corpus_fits(cfg, &corpus);
     ladle_train_plan plan;
-    ladle_train_plan_make(&plan, cfg, corpus.n_domains, corpus_memory(&corpus), ranks);
+    ladle_train_plan_make(&plan, cfg, corpus.n_domains, ladle_corpus_memory(&corpus, (ladle_corpus_read)cfg->data_read), ranks);
     ladle_corpus_free(&corpus);
     ladle_model model;
     ladle_model_create(&model, cfg);   /* the tensor table only */
@@ -451,13 +446,13 @@ void ladle_trainer_create(ladle_trainer *tr, const ladle_config *cfg, MPI_Comm c
     memset(tr, 0, sizeof *tr);
     tr->cfg = *cfg;
     need_corpus(cfg);
-    ladle_corpus_open(&tr->corpus, cfg->corpus, comm);
+    ladle_corpus_open(&tr->corpus, cfg->corpus, (ladle_corpus_read)cfg->data_read, comm);
     check_corpus_fits(cfg, &tr->corpus);
     ladle_model_create(&tr->model, cfg);
     ladle_shard_create(&tr->shard, tr->model.n_params, comm);
     const ladle_shard *s = &tr->shard;
     const int k = tr->corpus.n_domains, n = cfg->experts;
-    ladle_train_plan_make(&tr->plan, cfg, k, corpus_memory(&tr->corpus), s->size);
+    ladle_train_plan_make(&tr->plan, cfg, k, ladle_corpus_memory(&tr->corpus, (ladle_corpus_read)cfg->data_read), s->size);
     plan_activations(&tr->plan, &tr->model, 0);
     check_plan_fits(&tr->plan, comm);   /* before anything large is allocated */
     const ladle_rank_share share = ladle_train_plan_share(&tr->plan, s->rank);

@@ -6,8 +6,7 @@
 # "files" that are FIFOs, devices or far too large (refused at once, not waited on).
 . "$top_srcdir/test/lib.sh"
 make_tmp
-: "${PYTHON3:=/usr/bin/python3}"
-"$PYTHON3" -c 'import h5py, numpy' || fail "these checks need python3-h5py and python3-numpy"
+need_h5py
 make_small_corpus "$TMP/corpus.h5"
 passed=0
 C="data.corpus=$TMP/corpus.h5"

@@ -43,6 +43,12 @@ refuse() {
     passed=$((passed + 1))
 }
 
+# need_h5py: the checks that read or damage HDF5 files from Python need h5py and numpy.
+need_h5py() {
+    : "${PYTHON3:=/usr/bin/python3}"
+    "$PYTHON3" -c 'import h5py, numpy' || fail "these checks need python3-h5py and python3-numpy"
+}
+
 # A small corpus of three domains built from the project's own sources.
 make_small_corpus() {
     "$LADLE" prep -o "$1" --valid-fraction 0.2 \

@@ -200,7 +200,7 @@ static void test_prep_and_open(void)
     EXPECT(&T, access(path_of("corpus.h5.tmp"), F_OK) != 0, "temporary file left behind");
 
     ladle_corpus c;
-    ladle_corpus_open(&c, out, MPI_COMM_WORLD);
+    ladle_corpus_open(&c, out, LADLE_CORPUS_MEMORY, MPI_COMM_WORLD);
     EXPECT(&T, c.n_domains == 4, "n_domains %d", c.n_domains);
     const char *names[4] = {"alpha", "beta", "delta", "gamma"};
     for (int i = 0; i < c.n_domains && i < 4; i++)
@@ -244,7 +244,7 @@ static void test_prep_and_open(void)
     EXPECT(&T, file_equal(out, out2), "prep twice gives different files");
     EXPECT(&T, file_equal(out, out3), "prep with domains reordered gives a different file");
     ladle_corpus c2;
-    ladle_corpus_open(&c2, out3, MPI_COMM_WORLD);
+    ladle_corpus_open(&c2, out3, LADLE_CORPUS_MEMORY, MPI_COMM_WORLD);
     int same = c2.n_domains == c.n_domains;
     for (int i = 0; same && i < c.n_domains; i++)
         same = c.domains[i].train_bytes == c2.domains[i].train_bytes
@@ -263,14 +263,14 @@ static void test_limits(void)
     /* every alpha document is longer than 1000: each is cut */
     prep_fixture(out, fixture_domains, 4, 0.2, 1000, 0, NULL);
     ladle_corpus c;
-    ladle_corpus_open(&c, out, MPI_COMM_WORLD);
+    ladle_corpus_open(&c, out, LADLE_CORPUS_MEMORY, MPI_COMM_WORLD);
     EXPECT(&T, c.domains[0].train_bytes + c.domains[0].valid_bytes == 4 * 1000, "alpha cut docs: %zu",
            c.domains[0].train_bytes + c.domains[0].valid_bytes);
     ladle_corpus_free(&c);
 
     /* a domain holds at most max_domain_bytes */
     prep_fixture(out, fixture_domains, 4, 0.2, 0, 2500, NULL);
-    ladle_corpus_open(&c, out, MPI_COMM_WORLD);
+    ladle_corpus_open(&c, out, LADLE_CORPUS_MEMORY, MPI_COMM_WORLD);
     size_t want[4] = {2500, 2500, 1500, 2500};   /* delta has only 1500 bytes */
     for (int i = 0; i < c.n_domains && i < 4; i++)
         EXPECT(&T, c.domains[i].train_bytes + c.domains[i].valid_bytes == want[i], "%s holds %zu, want %zu",
@@ -286,7 +286,7 @@ static void test_batches(void)
     char out[1024];
     snprintf(out, sizeof out, "%s/corpus.h5", root);
     ladle_corpus c;
-    ladle_corpus_open(&c, out, MPI_COMM_WORLD);
+    ladle_corpus_open(&c, out, LADLE_CORPUS_MEMORY, MPI_COMM_WORLD);
     enum { B = 8, CTX = 32 };
     uint8_t tok[B * CTX], tgt[B * CTX], tok2[B * CTX], tgt2[B * CTX];
     int dom[B], dom2[B];
@@ -337,6 +337,42 @@ static void test_batches(void)
     uint8_t *t1 = malloc((size_t)N * 4), *t2 = malloc((size_t)N * 4);
     int *d = malloc(N * sizeof(int));
     ladle_batch_train(&c, uniform, LADLE_SAMPLING_IID, N, 11, 0, 0, N, 4, t1, t2, d);
+    /* streamed: the same windows, byte for byte, read from the file one by one */
+    ladle_corpus cs;
+    ladle_corpus_open(&cs, out, LADLE_CORPUS_STREAM, MPI_COMM_WORLD);
+    EXPECT(&T, cs.file > 0 && cs.n_domains == c.n_domains && cs.domains[0].train == NULL && cs.domains[0].streamed,
+           "a streamed corpus holds its bytes in memory or has no open file");
+    uint8_t *s1 = malloc((size_t)N * 4), *s2 = malloc((size_t)N * 4);
+    int *sd = malloc(N * sizeof(int));
+    ladle_batch_train(&cs, uniform, LADLE_SAMPLING_IID, N, 11, 0, 0, N, 4, s1, s2, sd);
+    EXPECT(&T, memcmp(t1, s1, (size_t)N * 4) == 0 && memcmp(t2, s2, (size_t)N * 4) == 0
+               && memcmp(d, sd, N * sizeof(int)) == 0, "streamed batches differ from the in-memory ones");
+    for (int i = 0; i < c.n_domains; i++) {
+        const ladle_domain *m = &c.domains[i], *x = &cs.domains[i];
+        EXPECT(&T, x->train_bytes == m->train_bytes && x->valid_bytes == m->valid_bytes
+                   && x->train_docs == m->train_docs && x->valid_docs == m->valid_docs,
+               "streamed '%s' has other sizes", m->name);
+        for (size_t di = 0; di < m->train_docs; di++) {
+            size_t len = 0, mlen = 0;
+            uint8_t *a = ladle_domain_train_document(x, di, &len), *b = ladle_domain_train_document(m, di, &mlen);
+            EXPECT(&T, len == mlen && len == m->train_offsets[di + 1] - m->train_offsets[di]
+                       && memcmp(a, b, len) == 0 && memcmp(a, m->train + m->train_offsets[di], len) == 0,
+                   "'%s' train document %zu read streamed differs", m->name, di);
+            free(a);
+            free(b);
+        }
+    }
+    /* what it holds does not grow with the corpus' bytes: the domain table alone */
+    EXPECT(&T, ladle_corpus_memory(&cs, LADLE_CORPUS_STREAM) == (size_t)cs.n_domains * sizeof(ladle_domain)
+               && ladle_corpus_memory(&c, LADLE_CORPUS_MEMORY) > ladle_corpus_memory(&cs, LADLE_CORPUS_STREAM)
+                                                                     + c.domains[0].train_bytes,
+           "corpus memory: streamed %zu, in memory %zu", ladle_corpus_memory(&cs, LADLE_CORPUS_STREAM),
+           ladle_corpus_memory(&c, LADLE_CORPUS_MEMORY));
+    ladle_corpus_free(&cs);
+    EXPECT(&T, cs.file == -1 && cs.domains == NULL, "ladle_corpus_free leaves the file open");
+    free(s1);
+    free(s2);
+    free(sd);
     int count[4] = {0};
     for (int i = 0; i < N; i++) count[d[i]]++;
     for (int i = 0; i < 4; i++)
@@ -615,7 +651,7 @@ static void test_meta_natural(void)
     d[0].train_bytes = 100;
     d[1].train_bytes = 300;
     d[2].train_bytes = 600;
-    ladle_corpus c = {3, d};
+    ladle_corpus c = {3, d, -1};
     float nat[3];
     ladle_natural_mixture(&c, nat);
     EXPECT(&T, fabsf(nat[0] - 0.1f) < 1e-7f && fabsf(nat[1] - 0.3f) < 1e-7f && fabsf(nat[2] - 0.6f) < 1e-7f,
@@ -628,7 +664,7 @@ static void test_open_group(void)
     char out[1024];
     snprintf(out, sizeof out, "%s/corpus.h5", root);
     ladle_corpus c, s, d;
-    ladle_corpus_open(&c, out, MPI_COMM_WORLD);
+    ladle_corpus_open(&c, out, LADLE_CORPUS_MEMORY, MPI_COMM_WORLD);
 
     /* a copy with a "sources" group: the domains minus beta */
     char copy[1024];
@@ -648,8 +684,8 @@ static void test_open_group(void)
         return;
     }
 
-    ladle_corpus_open_group(&d, copy, "domains", MPI_COMM_WORLD);
-    ladle_corpus_open_group(&s, copy, "sources", MPI_COMM_WORLD);
+    ladle_corpus_open_group(&d, copy, "domains", LADLE_CORPUS_MEMORY, MPI_COMM_WORLD);
+    ladle_corpus_open_group(&s, copy, "sources", LADLE_CORPUS_MEMORY, MPI_COMM_WORLD);
     EXPECT(&T, d.n_domains == c.n_domains, "open_group(domains) reads %d domains, open %d", d.n_domains,
            c.n_domains);
     EXPECT(&T, s.n_domains == 3, "sources has %d groups, want 3", s.n_domains);
@@ -671,8 +707,9 @@ static void test_valid(void)
 {
     char out[1024];
     snprintf(out, sizeof out, "%s/corpus.h5", root);
-    ladle_corpus c;
-    ladle_corpus_open(&c, out, MPI_COMM_WORLD);
+    ladle_corpus c, cs;
+    ladle_corpus_open(&c, out, LADLE_CORPUS_MEMORY, MPI_COMM_WORLD);
+    ladle_corpus_open(&cs, out, LADLE_CORPUS_STREAM, MPI_COMM_WORLD);
     int contexts[3] = {1, 16, 100};
     for (int ci = 0; ci < 3; ci++) {
         int ctx = contexts[ci];
@@ -693,6 +730,9 @@ static void test_valid(void)
             ladle_batch_valid(d, ctx, n, k, n, tok2 + (size_t)k * ctx, tgt2 + (size_t)k * ctx);
             EXPECT(&T, memcmp(tok, tok2, (size_t)n * ctx) == 0 && memcmp(tgt, tgt2, (size_t)n * ctx) == 0,
                    "%s: valid windows depend on the range split", d->name);
+            ladle_batch_valid(&cs.domains[i], ctx, n, 0, n, tok2, tgt2);
+            EXPECT(&T, memcmp(tok, tok2, (size_t)n * ctx) == 0 && memcmp(tgt, tgt2, (size_t)n * ctx) == 0,
+                   "%s: streamed valid windows differ from the in-memory ones", d->name);
             /* evenly spaced from the first byte to the last, not overlapping */
             size_t span = V - ctx - 1, prev = 0;
             int ok = 1;
@@ -714,6 +754,7 @@ static void test_valid(void)
     /* too long a context: no windows */
     EXPECT(&T, ladle_valid_windows(&c.domains[0], (int)c.domains[0].valid_bytes, 10) == 0,
            "context = valid bytes should give no window");
+    ladle_corpus_free(&cs);
     ladle_corpus_free(&c);
 }
 

@@ -471,7 +471,7 @@ static void test_prep_clusters(void)
 
     /* the clustered corpus opens as a corpus of domains c0, c1 */
     ladle_corpus corpus;
-    ladle_corpus_open(&corpus, clustered, MPI_COMM_WORLD);
+    ladle_corpus_open(&corpus, clustered, LADLE_CORPUS_MEMORY, MPI_COMM_WORLD);
     EXPECT(&T, corpus.n_domains == 2 && !strcmp(corpus.domains[0].name, "c0") && !strcmp(corpus.domains[1].name, "c1"),
            "clustered corpus has %d domains", corpus.n_domains);
     size_t cluster_bytes = 0;
@@ -585,7 +585,7 @@ static void test_prep_clusters(void)
     opt.embed_dim = 32;
     opt.embed_buckets = 1024;
     ladle_prep(many, domains, 2, &opt, NULL);
-    ladle_corpus_open(&corpus, many, MPI_COMM_WORLD);
+    ladle_corpus_open(&corpus, many, LADLE_CORPUS_MEMORY, MPI_COMM_WORLD);
     int names_ok = corpus.n_domains == 11, splits_ok = 1;
     size_t train_docs = 0, valid_docs = 0;
     for (int i = 0; i < corpus.n_domains; i++) {

@@ -35,6 +35,7 @@ typedef struct {
     int only;                 /* train.only: 0 all, 1 the routers of moe/smear sites only */
     /* data and the meta-distribution of domain weights */
     char corpus[LADLE_PATH_MAX];
+    int data_read;            /* data.read: ladle_corpus_read (stream | memory) */
     int sampling;             /* data.sampling: ladle_sampling (iid | stratified) */
     int meta_support;         /* meta.support: domains per mixture (0 = all) */
     float meta_concentration; /* meta.concentration: Dirichlet parameter */

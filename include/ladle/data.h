@@ -13,6 +13,7 @@
 #ifndef LADLE_DATA_H
 #define LADLE_DATA_H
 
+#include <hdf5.h>
 #include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,38 +22,60 @@
 #define LADLE_CORPUS_FORMAT "ladle-corpus"
 #define LADLE_CORPUS_VERSION 1
 
+/* How a corpus is held (data.read). Streamed, a rank keeps the file open and reads only
+ * the windows it trains or evaluates on, one HDF5 hyperslab each: its memory does not grow
+ * with the corpus. In memory, every rank reads both splits of every domain at open. */
+typedef enum { LADLE_CORPUS_STREAM = 0, LADLE_CORPUS_MEMORY = 1 } ladle_corpus_read;
+
 typedef struct {
     char name[LADLE_NAME_MAX];
-    uint8_t *train;          /* train split bytes, documents concatenated */
-    size_t train_bytes;
-    size_t train_docs;
-    uint64_t *train_offsets; /* [train_docs + 1]: document d is [offsets[d], offsets[d+1]) */
-    uint8_t *valid;
-    size_t valid_bytes;
-    size_t valid_docs;
-    uint64_t *valid_offsets; /* [valid_docs + 1] */
+    size_t train_bytes, train_docs, valid_bytes, valid_docs;
+    /* In memory: the splits' bytes (documents concatenated) and document offsets
+     * ([docs + 1]: document d is [offsets[d], offsets[d+1])). A domain built in memory by
+     * its caller (a zeroed struct with these set) reads them the same way. */
+    uint8_t *train, *valid;
+    uint64_t *train_offsets, *valid_offsets;
+    /* Streamed (the pointers above are NULL): the splits' open datasets. */
+    int streamed;
+    hid_t train_set, valid_set, train_offsets_set, valid_offsets_set;
 } ladle_domain;
 
 typedef struct {
     int n_domains;
     ladle_domain *domains;   /* sorted by name, as stored */
+    hid_t file;              /* open while streamed; -1 in memory */
 } ladle_corpus;
 
-/* Open a corpus file and read every domain into memory (each rank reads it all; a
- * corpus is small next to the model state). A missing, corrupt or non-ladle file, or a
- * domain with no train bytes, is a usage error naming the file (all ranks detect it). */
-void ladle_corpus_open(ladle_corpus *corpus, const char *path, MPI_Comm comm);
+/* Open a corpus file, streamed or read into memory. Either way every document offset is
+ * checked at open (in bounded pieces when streamed). A missing, corrupt or non-ladle file,
+ * offsets that do not index their split, or a domain with no train bytes, is a usage error
+ * naming the file, domain and dataset (all ranks detect it). Collective over comm, as is
+ * ladle_corpus_free of a streamed corpus (it closes the file). */
+void ladle_corpus_open(ladle_corpus *corpus, const char *path, ladle_corpus_read read, MPI_Comm comm);
 /* The same from another top-level group of the same layout: ladle_corpus_open reads
  * "domains"; "sources" holds the original named domains when 'ladle prep --clusters'
  * made the domains clusters. A missing or empty group is a usage error. */
-void ladle_corpus_open_group(ladle_corpus *corpus, const char *path, const char *group, MPI_Comm comm);
+void ladle_corpus_open_group(ladle_corpus *corpus, const char *path, const char *group, ladle_corpus_read read,
+                             MPI_Comm comm);
 void ladle_corpus_free(ladle_corpus *corpus);
+/* What a corpus (open, or its sizes alone) holds in memory when opened as `read`: the
+ * domain table, plus both splits' bytes and offsets in memory. Streamed, it does not grow
+ * with the corpus' bytes (HDF5's metadata cache, bounded by HDF5, is not counted). */
+size_t ladle_corpus_memory(const ladle_corpus *corpus, ladle_corpus_read read);
+
+/* Document doc of a domain's train split, read (streamed) or copied: its bytes in a new
+ * buffer the caller frees, its length in *len. */
+uint8_t *ladle_domain_train_document(const ladle_domain *domain, size_t doc, size_t *len);
 
 /* Every domain must hold at least one window of context+1 bytes in its train split:
  * usage error naming the domain otherwise. A valid split shorter than a window is
  * allowed (a tiny cluster's may be); evaluation reports such a domain as having no
  * windows. */
 void ladle_corpus_check_context(const ladle_corpus *corpus, const char *path, int context);
+/* Training with evaluation on (eval.every > 0) needs a window in every valid split too:
+ * a usage error naming the domain and its 'valid' dataset otherwise (the mean loss would
+ * silently leave that domain out). */
+void ladle_corpus_check_valid(const ladle_corpus *corpus, const char *path, int context);
 
 /* ---- mixtures (Soup-of-Experts, METHODS.md section 1) ----------------------------- */
 

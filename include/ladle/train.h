@@ -38,7 +38,8 @@
 typedef struct {
     int ranks;                 /* P */
     int domains;               /* k, from the corpus */
-    size_t corpus_bytes;       /* the corpus in memory (bytes and offsets of both splits): every rank reads it all */
+    size_t corpus_bytes;       /* what the corpus holds in memory on every rank (ladle_corpus_memory) */
+    int corpus_streamed;       /* data.read = stream: corpus_bytes does not grow with the corpus */
     int batch, context;        /* train.batch (global, in sequences), model.context */
     int experts, expert_rank;  /* soup.experts n, soup.rank r */
     /* parameter counts */
