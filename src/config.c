@@ -65,7 +65,7 @@ static const key_spec KEYS[] = {
     KEY("meta.weights", KEY_TEXT, meta_weights, "", 0, 0, "NAME=W,... : the mixture that meta.natural draws instead of the natural one (e.g. a dense model trained on one specialist's h)"),
     KEY("soup.experts", KEY_INT, experts, "0", 0, 1 << 16, "experts n in the bank (0 = a plain dense model)"),
     CHOICE("soup.experts_on", experts_on, "all", "all|blocks", "which tensors carry experts: all, or the transformer blocks only"),
-    KEY("soup.expert_init_std", KEY_FLOAT, expert_init_std, "0", 0, 10, "std of the experts' initial noise (0: experts start at zero)"),
+    KEY("soup.expert_init_std", KEY_FLOAT, expert_init_std, "0.02", 0, 10, "std of the experts' initial noise (0: experts start at zero; the noise breaks their symmetry)"),
     KEY("soup.rank", KEY_INT, expert_rank, "0", 0, 1 << 16, "0: dense experts; r > 0: rank-r experts U_j V_j^T for every matrix"),
     KEY("soup.lr_scale", KEY_FLOAT, bank_lr_scale, "1", 0, 1000, "the experts' learning rate as a multiple of train.lr"),
     KEY("router.hidden", KEY_INT, router_hidden, "256", 1, 1 << 20, "hidden width H of the router MLP"),
