@@ -1,12 +1,11 @@
 /* embed: document embedding, its clusters (spherical k-means, kmeans.h) and cluster
- * histograms (see embed.h for the exact embedding). The projection goes through BLIS
- * (ladle_gemm); BLIS splits the m and n loops over threads, never the reduction, so the
- * results do not depend on the thread count. */
+ * histograms (see embed.h for the exact embedding). A document is embedded on its own,
+ * its projection summed in a fixed order: no BLIS product whose blocking could change
+ * the last bits with the documents embedded alongside. */
 #include "ladle/embed.h"
 #include "ladle/data.h"
 #include "ladle/error.h"
 #include "ladle/h5io.h"
-#include "ladle/kernels.h"
 #include "ladle/kmeans.h"
 #include "ladle/rng.h"
 
@@ -23,9 +22,6 @@
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
-
-/* Floats of feature matrix held at once: bounds memory for many documents. */
-#define BLOCK_FLOATS ((size_t)1 << 20)
 
 void ladle_embed_params_default(ladle_embed_params *p)
 {
@@ -44,79 +40,113 @@ void ladle_embedder_create(ladle_embedder *e, const ladle_embed_params *p)
     if ((size_t)p->dim * (size_t)p->buckets > ((size_t)1 << 26))
         ladle_usage_error("embedding dim x buckets = %d x %d is too large (at most 2^26)", p->dim, p->buckets);
     e->params = *p;
-    size_t n = (size_t)p->dim * (size_t)p->buckets;
-    e->projection = ladle_malloc(n * sizeof(float), "embedding projection");
+    const size_t dim = (size_t)p->dim, buckets = (size_t)p->buckets;
+    e->projection = ladle_malloc(dim * buckets * sizeof(float), "embedding projection");
     float scale = 1.0f / sqrtf((float)p->dim);
-    for (size_t i = 0; i < n; i++) e->projection[i] = ladle_rng_normal(p->seed, 0, EMBED_STREAM, i) * scale;
+    for (size_t r = 0; r < dim; r++)
+        for (size_t c = 0; c < buckets; c++)
+            e->projection[c * dim + r] = ladle_rng_normal(p->seed, 0, EMBED_STREAM, r * buckets + c) * scale;
+    /* most counts are small: log1p of them once, not once a bucket a document */
+    e->log_count = ladle_malloc(LADLE_EMBED_LOG_TABLE * sizeof(float), "embedding log table");
+    for (int n = 0; n < LADLE_EMBED_LOG_TABLE; n++) e->log_count[n] = (float)log1p((double)n);
 }
 
 void ladle_embedder_free(ladle_embedder *e)
 {
     free(e->projection);
+    free(e->log_count);
     e->projection = NULL;
+    e->log_count = NULL;
 }
 
-/* Scale each of the n rows of v [n x d] to unit norm; zero rows stay zero. */
-static void normalise_rows(float *v, size_t n, int d)
+/* Scale v[d] to unit norm; a zero vector stays zero. */
+static void normalise(float *v, size_t d)
 {
-    for (size_t i = 0; i < n; i++) {
-        float *r = v + i * (size_t)d;
-        double s = 0;
-        for (int j = 0; j < d; j++) s += (double)r[j] * r[j];
-        if (s > 0) {
-            float inv = (float)(1.0 / sqrt(s));
-            for (int j = 0; j < d; j++) r[j] *= inv;
-        }
+    double s = 0;
+    for (size_t j = 0; j < d; j++) s += (double)v[j] * v[j];
+    if (s > 0) {
+        float inv = (float)(1.0 / sqrt(s));
+        for (size_t j = 0; j < d; j++) v[j] *= inv;
     }
 }
 
-/* The log1p n-gram counts of one document into row[buckets]. O(len * ngram). */
-static void ngram_features(const ladle_embed_params *p, const uint8_t *text, size_t len, uint64_t *counts,
-                           float *row)
+void ladle_embed_stream_create(ladle_embed_stream *s, const ladle_embedder *e)
 {
-    size_t buckets = (size_t)p->buckets;
-    memset(counts, 0, buckets * sizeof *counts);
+    memset(s, 0, sizeof *s);
+    s->e = e;
+    const size_t buckets = (size_t)e->params.buckets;
+    s->counts = ladle_calloc(buckets, sizeof *s->counts, "n-gram counts");
+    s->values = ladle_malloc(buckets * sizeof *s->values, "n-gram features");
+    s->nonzero = ladle_malloc(buckets * sizeof *s->nonzero, "n-gram features");
+    s->mask = (buckets & (buckets - 1)) == 0 ? buckets - 1 : 0;
+}
+
+void ladle_embed_stream_free(ladle_embed_stream *s)
+{
+    free(s->counts);
+    free(s->values);
+    free(s->nonzero);
+    memset(s, 0, sizeof *s);
+}
+
+/* Counts the n-grams ending at each byte: hash[n] of the one ending here extends hash[n-1]
+ * of the one ending at the byte before, so a piece boundary changes nothing. The same
+ * multiset as counting by start position. O(len * ngram). */
+void ladle_embed_feed(ladle_embed_stream *s, const uint8_t *text, size_t len)
+{
+    const uint64_t ngram = (uint64_t)s->e->params.ngram, buckets = (uint64_t)s->e->params.buckets;
     for (size_t i = 0; i < len; i++) {
-        /* FNV-1a over text[i..i+n-1] extends by one byte per n; n is mixed in after, so
-         * the n-grams of every length share one pass */
-        uint64_t h = FNV_OFFSET;
-        size_t longest = len - i < (size_t)p->ngram ? len - i : (size_t)p->ngram;
-        for (size_t n = 1; n <= longest; n++) {
-            h = (h ^ text[i + n - 1]) * FNV_PRIME;
-            uint64_t g = (h ^ (uint64_t)n) * FNV_PRIME;
+        s->fed++;
+        const uint64_t top = s->fed < ngram ? s->fed : ngram;
+        for (uint64_t n = top; n >= 2; n--) s->hash[n] = (s->hash[n - 1] ^ text[i]) * FNV_PRIME;
+        s->hash[1] = (FNV_OFFSET ^ text[i]) * FNV_PRIME;
+        for (uint64_t n = 1; n <= top; n++) {
+            uint64_t g = (s->hash[n] ^ n) * FNV_PRIME;
             /* a multiply only carries upwards: fold the high bits into the low ones */
             g ^= g >> 32;
-            counts[g % buckets]++;
+            s->counts[s->mask ? g & s->mask : g % buckets]++;
         }
     }
-    for (size_t b = 0; b < buckets; b++) row[b] = (float)log1p((double)counts[b]);
+}
+
+void ladle_embed_finish(ladle_embed_stream *s, float *out)
+{
+    const ladle_embedder *e = s->e;
+    const size_t buckets = (size_t)e->params.buckets, dim = (size_t)e->params.dim;
+    /* log1p counts of the non-zero buckets, in increasing order (counts reset as read) */
+    size_t nnz = 0;
+    double norm2 = 0;
+    for (size_t c = 0; c < buckets; c++) {
+        uint64_t n = s->counts[c];
+        if (!n) continue;
+        s->counts[c] = 0;
+        float f = n < LADLE_EMBED_LOG_TABLE ? e->log_count[n] : (float)log1p((double)n);
+        s->values[nnz] = f;
+        s->nonzero[nnz++] = (uint32_t)c;
+        norm2 += (double)f * f;
+    }
+    /* the first normalisation does not change the direction of P f, but keeps the values
+     * in a range independent of the document's length */
+    for (size_t r = 0; r < dim; r++) out[r] = 0.0f;
+    float inv = nnz ? (float)(1.0 / sqrt(norm2)) : 0.0f;
+    for (size_t q = 0; q < nnz; q++) {
+        const float f = s->values[q] * inv, *column = e->projection + (size_t)s->nonzero[q] * dim;
+        for (size_t r = 0; r < dim; r++) out[r] += f * column[r];
+    }
+    normalise(out, dim);
+    s->fed = 0;
 }
 
 void ladle_embed_batch(const ladle_embedder *e, const uint8_t *const *docs, const size_t *lens, size_t n,
                        float *out)
 {
-    const ladle_embed_params *p = &e->params;
-    size_t buckets = (size_t)p->buckets;
-    size_t block = BLOCK_FLOATS / 4 / buckets;
-    if (block < 1) block = 1;
-    if (block > 64) block = 64;
-    if (block > n) block = n ? n : 1;
-    uint64_t *counts = ladle_malloc(buckets * sizeof *counts, "n-gram counts");
-    float *features = ladle_malloc(block * buckets * sizeof *features, "n-gram features");
-    for (size_t at = 0; at < n; at += block) {
-        size_t m = n - at < block ? n - at : block;
-        for (size_t i = 0; i < m; i++)
-            ngram_features(p, docs[at + i], lens[at + i], counts, features + i * buckets);
-        /* the first normalisation does not change the direction of P f, but keeps the
-         * values in a range independent of the document's length */
-        normalise_rows(features, m, p->buckets);
-        /* out[m x dim] = F[m x buckets] P^T */
-        ladle_gemm(0, 1, (int)m, p->dim, p->buckets, 1.0f, features, p->buckets, e->projection, p->buckets,
-                   0.0f, out + at * (size_t)p->dim, p->dim);
-        normalise_rows(out + at * (size_t)p->dim, m, p->dim);
+    ladle_embed_stream s;
+    ladle_embed_stream_create(&s, e);
+    for (size_t i = 0; i < n; i++) {
+        ladle_embed_feed(&s, docs[i], lens[i]);
+        ladle_embed_finish(&s, out + i * (size_t)e->params.dim);
     }
-    free(features);
-    free(counts);
+    ladle_embed_stream_free(&s);
 }
 
 void ladle_embed(const ladle_embedder *e, const uint8_t *text, size_t len, float *out)
@@ -126,15 +156,18 @@ void ladle_embed(const ladle_embedder *e, const uint8_t *text, size_t len, float
 
 /* ---- clusters of embeddings (kmeans.h) ----------------------------------------- */
 
-void ladle_cluster_embeddings(const float *x, size_t n, int d, int k, uint64_t seed, float *centroids, int *assign)
+void ladle_cluster_embeddings(const float *x, size_t n, const uint64_t *index, uint64_t n_total, int d, int k,
+                              uint64_t seed, MPI_Comm comm, float *centroids, int *assign)
 {
     /* one seeding: each restart costs as much as the whole clustering, and greedy
-     * k-means++ seldom needs another on well-spread documents */
+     * k-means++ seldom needs another on well-spread documents. On a bounded sample: the
+     * seeding's cost grows as k times its points, and is repeated by every rank */
+    size_t sample = (size_t)k * LADLE_EMBED_SEED_PER_CLUSTER;
     ladle_kmeans_options opt = {
         .metric = LADLE_KMEANS_SPHERICAL, .restarts = 1, .max_iters = KMEANS_MAX_ITERS, .seed = seed,
-        .stream = KMEANS_STREAM,
+        .stream = KMEANS_STREAM, .sample = sample > LADLE_EMBED_SEED_MIN ? sample : LADLE_EMBED_SEED_MIN,
     };
-    ladle_kmeans_float(x, n, d, k, &opt, centroids, assign);
+    ladle_kmeans_float_mpi(x, n, index, n_total, d, k, &opt, comm, centroids, assign);
 }
 
 void ladle_nearest_centroids(const float *centroids, int k, int d, const float *x, size_t n, int *assign,
@@ -162,7 +195,7 @@ int ladle_nearest_centroid(const float *centroids, int k, int d, const float *x)
 #define PROJECTION_DESCRIPTION                                                                   \
     "P[r][c] = ladle_rng_normal(seed, 0, stream 201, r*buckets + c) / sqrt(dim); out = P f / |P f|"
 
-void ladle_clusters_write(hid_t file, const ladle_clusters *c)
+void ladle_clusters_write(hid_t file, const ladle_clusters *c, int write_values)
 {
     const ladle_embed_params *p = &c->embedder.params;
     hid_t gcpl = ladle_h5_untimed_group_props();
@@ -177,7 +210,7 @@ void ladle_clusters_write(hid_t file, const ladle_clusters *c)
     hid_t dcpl = ladle_h5_untimed_dataset_props();
     hid_t dset = H5Dcreate2(group, "centroids", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     H5_CHECK(dset);
-    H5_CHECK(H5Dwrite(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, c->centroids));
+    if (write_values) H5_CHECK(H5Dwrite(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, c->centroids));
     H5_CHECK(H5Dclose(dset));
     H5_CHECK(H5Pclose(dcpl));
     H5_CHECK(H5Sclose(space));

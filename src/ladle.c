@@ -132,7 +132,6 @@ static long long int_value(int argc, char **argv, int *i, long long min, long lo
 
 static int cmd_prep(int argc, char **argv)
 {
-    if (world_size() > 1) ladle_usage_error("'ladle prep' runs as one process: run it without mpiexec");
     const char *out = NULL;
     ladle_prep_options opt = {.valid_fraction = 0.05, .seed = 1};
     ladle_prep_domain *domains = ladle_calloc((size_t)argc, sizeof *domains, "domain list");
@@ -140,17 +139,19 @@ static int cmd_prep(int argc, char **argv)
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help")) {
-            printf("usage: ladle prep -o CORPUS.h5 --domain NAME=PATH[,PATH...] [--domain ...]\n"
-                   "                  [--valid-fraction F] [--seed S] [--max-doc-bytes N] [--max-domain-bytes N]\n"
-                   "                  [--split-doc-bytes N] [--clusters K [--embed-ngram N] [--embed-buckets N] [--embed-dim D]]\n"
-                   "Each file under a PATH (directories recursively, .gz/.dz decompressed) is one document, or\n"
-                   "several of at most N bytes with --split-doc-bytes N (cut after a newline where possible);\n"
-                   "documents go to the valid split with probability F (default 0.05, seed S default 1).\n"
-                   "--max-doc-bytes N truncates longer documents; --max-domain-bytes N stops adding documents to a\n"
-                   "domain past N bytes (0, the default: no limit). Runs as one process (not under mpiexec).\n"
-                   "--clusters K: the training domains become K k-means clusters of all the documents\n"
-                   "(embedded as hashed byte 1..N-grams, default N 3, in 4096 buckets, projected to D = 64\n"
-                   "dimensions); the named domains are kept under /sources for evaluation.\n");
+            if (world_rank() == 0)
+                printf("usage: ladle prep -o CORPUS.h5 --domain NAME=PATH[,PATH...] [--domain ...]\n"
+                       "                  [--valid-fraction F] [--seed S] [--max-doc-bytes N] [--max-domain-bytes N]\n"
+                       "                  [--split-doc-bytes N] [--clusters K [--embed-ngram N] [--embed-buckets N] [--embed-dim D]]\n"
+                       "Each file under a PATH (directories recursively, .gz/.dz decompressed) is one document, or\n"
+                       "several of at most N bytes with --split-doc-bytes N (cut after a newline where possible);\n"
+                       "documents go to the valid split with probability F (default 0.05, seed S default 1).\n"
+                       "--max-doc-bytes N truncates longer documents; --max-domain-bytes N stops adding documents to a\n"
+                       "domain past N bytes (0, the default: no limit). Under mpiexec -n P the ranks share the reading,\n"
+                       "embedding, clustering and writing; the corpus is the same for any P.\n"
+                       "--clusters K: the training domains become K k-means clusters of all the documents\n"
+                       "(embedded as hashed byte 1..N-grams, default N 3, in 4096 buckets, projected to D = 64\n"
+                       "dimensions); the named domains are kept under /sources for evaluation.\n");
             return 0;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = need_value(argc, argv, &i);
         else if (!strcmp(a, "--domain")) {
@@ -183,7 +184,7 @@ static int cmd_prep(int argc, char **argv)
     if (n == 0) ladle_usage_error("prep: no domains (--domain NAME=PATH[,PATH...])");
     if (!opt.clusters && (opt.embed_ngram || opt.embed_buckets || opt.embed_dim))
         ladle_usage_error("prep: --embed-ngram, --embed-buckets and --embed-dim only apply with --clusters K");
-    ladle_prep(out, domains, n, &opt, stdout);
+    ladle_prep(out, domains, n, &opt, MPI_COMM_WORLD, stdout);
     for (int i = 0; i < n; i++) free(domains[i].paths);
     free(domains);
     return 0;

@@ -7,6 +7,7 @@
 
 #include "ladle/data.h"
 #include "ladle/prep.h"
+#include "ladle/rng.h"
 #include "testfs.h"
 #include "testutil.h"
 
@@ -178,7 +179,7 @@ static void prep_fixture(const char *out, const ladle_prep_domain *domains, int 
     size_t len = 0;
     char *text = NULL;
     FILE *report = open_memstream(&text, &len);
-    ladle_prep(out, domains, n, &opt, report);
+    ladle_prep(out, domains, n, &opt, MPI_COMM_WORLD, report);
     fclose(report);
     if (report_text) *report_text = text;
     else free(text);
@@ -279,6 +280,106 @@ static void test_limits(void)
     EXPECT(&T, memcmp(c.domains[0].train, alpha_docs[0].bytes, c.domains[0].train_bytes) == 0,
            "alpha under the domain limit is not the start of one.txt");
     ladle_corpus_free(&c);
+}
+
+/* ---- documents cut as files stream ---------------------------------------------------- */
+
+/* The serial rules, written out: the documents of one file's first n bytes, cut at
+ * split_doc_bytes after a newline in the second half of the piece. starts/lens get them. */
+static size_t reference_cut(const char *text, size_t n, size_t split, size_t *starts, size_t *lens)
+{
+    size_t docs = 0;
+    for (size_t at = 0; at < n;) {
+        size_t len = n - at;
+        if (split && len > split) {
+            len = split;
+            for (size_t cut = len; cut > split / 2; cut--)
+                if (text[at + cut - 1] == '\n') { len = cut; break; }
+        }
+        starts[docs] = at;
+        lens[docs++] = len;
+        at += len;
+    }
+    return docs;
+}
+
+static uint64_t name_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ULL;
+    return h;
+}
+
+/* Every document of the domain in walk order, each in the split its index draws, at its
+ * offsets: ref is the domain's text (its kept files' bytes in walk order) and the
+ * documents' starts / lens in it. */
+static int same_documents(const ladle_domain *d, const char *ref, const size_t *starts, const size_t *lens,
+                          size_t docs, double vf, unsigned long seed)
+{
+    size_t at[2] = {0, 0};
+    const uint8_t *text[2] = {d->train, d->valid};
+    const uint64_t *offsets[2] = {d->train_offsets, d->valid_offsets};
+    for (size_t i = 0; i < docs; i++) {
+        int t = ladle_rng_uniform(seed, name_hash(d->name), LADLE_STREAM_SPLIT, i) < vf;
+        uint64_t o = offsets[t][at[t]], e = offsets[t][at[t] + 1];
+        if (e - o != lens[i] || memcmp(text[t] + o, ref + starts[i], lens[i]) != 0) return 0;
+        at[t]++;
+    }
+    return at[0] == d->train_docs && at[1] == d->valid_docs;
+}
+
+/* Files longer than a read piece (1 MiB) cut into documents as they stream, the cut
+ * crossing piece boundaries; a domain whose limit falls inside the document of a file
+ * in the middle of a round (that file is read again up to the limit): the documents are
+ * exactly the serial rules', each in the split its index draws. */
+static void test_streamed_cuts(void)
+{
+    enum { SPLIT = 3001, FILES = 5 };
+    const size_t sizes[FILES] = {2600000, 700, 1048576, 333333, 50000};
+    make_dir("s");
+    size_t total = 0;
+    for (int i = 0; i < FILES; i++) total += sizes[i];
+    char *ref = malloc(total);
+    for (int i = 0, at = 0; i < FILES; i++) {
+        char rel[32];
+        snprintf(rel, sizeof rel, "s/f%d.txt", i);
+        doc t = make_text(sizes[i], 900 + (unsigned)i);
+        write_file(rel, t.bytes, t.n);
+        memcpy(ref + at, t.bytes, t.n);
+        at += (int)t.n;
+        free(t.bytes);
+    }
+    const char *paths[1] = {strdup(path_of("s"))};
+    ladle_prep_domain dom[1] = {{"streamed", 1, paths}};
+    size_t *starts = malloc(sizeof(size_t) * (total / 1000 + 10)), *lens = malloc(sizeof(size_t) * (total / 1000 + 10));
+    /* limits: none; inside the third file (in the middle of a document of it) */
+    const size_t limits[2] = {0, 2600000 + 700 + 654321};
+    for (int l = 0; l < 2; l++) {
+        ladle_prep_options opt = {.valid_fraction = 0.1, .seed = 77, .split_doc_bytes = SPLIT,
+                                  .max_domain_bytes = limits[l]};
+        char out[1024];
+        snprintf(out, sizeof out, "%s/streamed%d.h5", root, l);
+        ladle_prep(out, dom, 1, &opt, MPI_COMM_WORLD, NULL);
+        size_t docs = 0, at = 0;
+        for (int i = 0; i < FILES && (!limits[l] || at < limits[l]); i++) {
+            size_t n = limits[l] && limits[l] - at < sizes[i] ? limits[l] - at : sizes[i];
+            size_t d = reference_cut(ref + at, n, SPLIT, starts + docs, lens + docs);
+            for (size_t q = docs; q < docs + d; q++) starts[q] += at;
+            docs += d;
+            at += n;
+        }
+        ladle_corpus c;
+        ladle_corpus_open(&c, out, LADLE_CORPUS_MEMORY, MPI_COMM_WORLD);
+        EXPECT(&T, c.domains[0].train_bytes + c.domains[0].valid_bytes == at, "limit %zu: %zu bytes, expected %zu",
+               limits[l], c.domains[0].train_bytes + c.domains[0].valid_bytes, at);
+        EXPECT(&T, same_documents(&c.domains[0], ref, starts, lens, docs, 0.1, 77),
+               "limit %zu: the documents are not the serial rules' %zu", limits[l], docs);
+        ladle_corpus_free(&c);
+    }
+    free(starts);
+    free(lens);
+    free(ref);
+    free((void *)paths[0]);
 }
 
 static void test_batches(void)
@@ -765,6 +866,7 @@ int main(int argc, char **argv)
     fixture_domain_list();
     test_prep_and_open();
     test_limits();
+    test_streamed_cuts();
     test_batches();
     test_open_group();
     test_mixture_simplex();

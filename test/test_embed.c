@@ -140,6 +140,36 @@ static double norm(const float *a, int d)
 
 /* ---- embedding ------------------------------------------------------------------- */
 
+/* Largest difference between ladle_embed of t and embed.h's formula computed densely in
+ * double from the n-grams' start positions. */
+static double formula_error(const ladle_embedder *e, const text *t)
+{
+    const ladle_embed_params *p = &e->params;
+    double *f = calloc((size_t)p->buckets, sizeof(double)), *ref = calloc((size_t)p->dim, sizeof(double));
+    float *v = malloc(sizeof(float) * (size_t)p->dim);
+    for (size_t i = 0; i < t->n; i++) {
+        uint64_t h = 0xcbf29ce484222325ULL;
+        for (size_t n = 1; n <= (size_t)p->ngram && i + n <= t->n; n++) {
+            h = (h ^ (uint8_t)t->s[i + n - 1]) * 0x100000001b3ULL;
+            uint64_t g = (h ^ n) * 0x100000001b3ULL;
+            g ^= g >> 32;
+            f[g % (uint64_t)p->buckets] += 1;
+        }
+    }
+    for (int c = 0; c < p->buckets; c++) f[c] = log1p(f[c]);
+    for (int r = 0; r < p->dim; r++)
+        for (int c = 0; c < p->buckets; c++)
+            ref[r] += ladle_rng_normal(p->seed, 0, LADLE_STREAM_INIT + 200, (uint64_t)(r * p->buckets + c)) / sqrt(p->dim) * f[c];
+    ladle_embed(e, (const uint8_t *)t->s, t->n, v);
+    double rn = 0, worst = 0;
+    for (int r = 0; r < p->dim; r++) rn += ref[r] * ref[r];
+    for (int r = 0; r < p->dim; r++) worst = fmax(worst, fabs(ref[r] / sqrt(rn) - v[r]));
+    free(f);
+    free(ref);
+    free(v);
+    return worst;
+}
+
 static void test_embedding(void)
 {
     ladle_embed_params p;
@@ -152,8 +182,9 @@ static void test_embedding(void)
     EXPECT(&T, memcmp(e1.projection, e2.projection, (size_t)d * (size_t)p.buckets * sizeof(float)) == 0,
            "projection not deterministic");
     /* the documented formula */
-    EXPECT(&T, e1.projection[5 * p.buckets + 7] == ladle_rng_normal(p.seed, 0, LADLE_STREAM_INIT + 200,
-                                                                      (uint64_t)(5 * p.buckets + 7)) / sqrtf((float)d),
+    /* the documented formula: P[5][7], stored transposed */
+    EXPECT(&T, e1.projection[7 * d + 5] == ladle_rng_normal(p.seed, 0, LADLE_STREAM_INIT + 200,
+                                                              (uint64_t)(5 * p.buckets + 7)) / sqrtf((float)d),
            "projection entry differs from its formula");
 
     text c1 = make_code(3000, 1), c2 = make_code(3000, 2), e = make_prose(3000, 1), e2t = make_prose(3000, 2);
@@ -193,7 +224,8 @@ static void test_embedding(void)
     for (int i = 0; i < d; i++) zeros &= vs[i] == 0;
     EXPECT(&T, zeros, "empty document is not all zeros");
 
-    /* the batch gives the single results, whatever the block */
+    /* the batch gives the single results bit for bit, and so does a document fed in
+     * pieces (of 1, 2, 3, ... bytes: every n-gram crosses some piece boundary) */
     enum { NB = 70 };
     const uint8_t *docs[NB];
     size_t lens[NB];
@@ -206,12 +238,30 @@ static void test_embedding(void)
     lens[3] = 0;
     float *batch = malloc(sizeof(float) * NB * (size_t)d);
     ladle_embed_batch(&e1, docs, lens, NB, batch);
-    int same = 1;
+    int same = 1, pieces_same = 1;
+    ladle_embed_stream st;
+    ladle_embed_stream_create(&st, &e1);
     for (int i = 0; i < NB; i++) {
         ladle_embed(&e1, docs[i], lens[i], vs);
-        for (int j = 0; j < d; j++) same &= fabsf(vs[j] - batch[(size_t)i * d + j]) <= 1e-6f;
+        same &= memcmp(vs, batch + (size_t)i * d, sizeof(float) * (size_t)d) == 0;
+        for (size_t at = 0, piece = 1; at < lens[i]; at += piece, piece++)
+            ladle_embed_feed(&st, docs[i] + at, at + piece <= lens[i] ? piece : lens[i] - at);
+        ladle_embed_finish(&st, vs);
+        pieces_same &= memcmp(vs, batch + (size_t)i * d, sizeof(float) * (size_t)d) == 0;
     }
+    ladle_embed_stream_free(&st);
     EXPECT(&T, same, "batch embedding differs from one at a time");
+    EXPECT(&T, pieces_same, "a document fed in pieces embeds differently");
+
+    /* the documented formula (the power-of-two buckets and the modulo alike) */
+    EXPECT(&T, formula_error(&e1, &c1) < 1e-5, "embedding differs from the documented formula by %g",
+           formula_error(&e1, &c1));
+    ladle_embed_params odd = {4, 1000, 16, 5};
+    ladle_embedder e4;
+    ladle_embedder_create(&e4, &odd);
+    EXPECT(&T, formula_error(&e4, &e) < 1e-5, "embedding (1000 buckets) differs from the documented formula by %g",
+           formula_error(&e4, &e));
+    ladle_embedder_free(&e4);
     for (int i = 0; i < NB; i++) free(texts[i].s);
     free(batch);
 
@@ -269,7 +319,7 @@ static void test_cluster_embeddings(void)
     int all_seeds_ok = 1;
     for (uint64_t seed = 1; seed <= 20; seed++) {
         synthetic(x, truth, dirs, N, D, K, 0.03f, seed);
-        ladle_cluster_embeddings(x, N, D, K, seed, c1, assign);
+        ladle_cluster_embeddings(x, N, NULL, N, D, K, seed, MPI_COMM_NULL, c1, assign);
         if (!test_same_partition(assign, truth, N, K)) {
             all_seeds_ok = 0;
             fprintf(stderr, "k-means missed the partition for seed %llu\n", (unsigned long long)seed);
@@ -278,8 +328,8 @@ static void test_cluster_embeddings(void)
     EXPECT(&T, all_seeds_ok, "k-means did not recover well-separated clusters for every seed");
 
     synthetic(x, truth, dirs, N, D, K, 0.03f, 42);
-    ladle_cluster_embeddings(x, N, D, K, 5, c1, assign);
-    ladle_cluster_embeddings(x, N, D, K, 5, c2, assign2);
+    ladle_cluster_embeddings(x, N, NULL, N, D, K, 5, MPI_COMM_NULL, c1, assign);
+    ladle_cluster_embeddings(x, N, NULL, N, D, K, 5, MPI_COMM_NULL, c2, assign2);
     EXPECT(&T, memcmp(c1, c2, sizeof c1) == 0 && memcmp(assign, assign2, sizeof assign) == 0,
            "k-means not deterministic");
     double worst = 0;
@@ -454,19 +504,19 @@ static void test_prep_clusters(void)
     snprintf(again, sizeof again, "%s/again.h5", root);
     snprintf(many, sizeof many, "%s/many.h5", root);
     ladle_prep_options opt = {.valid_fraction = 0.2, .seed = 77};
-    ladle_prep(plain, domains, 2, &opt, NULL);
+    ladle_prep(plain, domains, 2, &opt, MPI_COMM_WORLD, NULL);
     opt.clusters = 2;
     char *report_text = NULL;
     size_t report_len = 0;
     FILE *report = open_memstream(&report_text, &report_len);
-    ladle_prep(clustered, domains, 2, &opt, report);
+    ladle_prep(clustered, domains, 2, &opt, MPI_COMM_WORLD, report);
     fclose(report);
     printf("%s", report_text);
     EXPECT(&T, strstr(report_text, "top sources") && strstr(report_text, "top clusters")
                && strstr(report_text, "c0") && strstr(report_text, "c1"),
            "report lacks the cluster tables");
     free(report_text);
-    ladle_prep(again, domains, 2, &opt, NULL);
+    ladle_prep(again, domains, 2, &opt, MPI_COMM_WORLD, NULL);
     EXPECT(&T, file_equal(clustered, again), "prep --clusters twice gives different files");
 
     /* the clustered corpus opens as a corpus of domains c0, c1 */
@@ -584,7 +634,7 @@ static void test_prep_clusters(void)
     opt.valid_fraction = 0.05;
     opt.embed_dim = 32;
     opt.embed_buckets = 1024;
-    ladle_prep(many, domains, 2, &opt, NULL);
+    ladle_prep(many, domains, 2, &opt, MPI_COMM_WORLD, NULL);
     ladle_corpus_open(&corpus, many, LADLE_CORPUS_MEMORY, MPI_COMM_WORLD);
     int names_ok = corpus.n_domains == 11, splits_ok = 1;
     size_t train_docs = 0, valid_docs = 0;

@@ -1,13 +1,17 @@
 /* Unit tests of kmeans.h, both metrics and both precisions: planted clusters recovered
  * exactly, k = 1 and k = n, empty clusters refilled, the objective against a brute-force
- * one and against a single Lloyd iteration, restarts, determinism, and the nearest
- * centroid against brute force. A single process, no MPI. */
+ * one and against a single Lloyd iteration, restarts, determinism, the nearest centroid
+ * against brute force (exactly, near ties included), seeding on a sample, and the points
+ * spread over the ranks giving the one-process result bit for bit. Run directly (one
+ * rank) or under mpiexec (test/prep_ranks.sh: 2 and 3 ranks). */
 #include "ladle/kmeans.h"
 #include "ladle/rng.h"
 #include "testutil.h"
 
 #include <math.h>
+#include <mpi.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -168,7 +172,7 @@ static void test_planted(ladle_kmeans_metric metric, size_t n, int d, int k, dou
     double worst_centroid = 0.0, worst_objective = 0.0;
     for (int s = 0; s < seeds; s++) {
         planted(x, truth, n, d, k, noise, metric, 1000 + (uint64_t)s);
-        ladle_kmeans_options opt = {metric, restarts, 100, (uint64_t)s, 5};
+        ladle_kmeans_options opt = {metric, restarts, 100, (uint64_t)s, 5, 0, NULL};
         double obj = ladle_kmeans(x, n, d, k, &opt, c, assign);
         found += recovered(assign, truth, n, k);
         worst_centroid = fmax(worst_centroid, centroid_error(x, n, d, k, c, assign, metric));
@@ -206,7 +210,7 @@ static void test_extreme_k(ladle_kmeans_metric metric)
     double x[N * D], c[N * D];
     int truth[N], assign[N];
     planted(x, truth, N, D, 3, 1.0, metric, 7);
-    ladle_kmeans_options opt = {metric, 3, 50, 11, 5};
+    ladle_kmeans_options opt = {metric, 3, 50, 11, 5, 0, NULL};
 
     double obj = ladle_kmeans(x, N, D, 1, &opt, c, assign);
     int zeros = 1;
@@ -240,7 +244,7 @@ static void test_empty_clusters(void)
     int ok = 1, zero = 1;
     for (int i = 0; i < 30; i++) x[i] = 0.25;   /* 10 identical points in 3-D */
     for (int k = 1; k <= 10; k++) {
-        ladle_kmeans_options opt = {LADLE_KMEANS_EUCLIDEAN, 3, 100, 5, 5};
+        ladle_kmeans_options opt = {LADLE_KMEANS_EUCLIDEAN, 3, 100, 5, 5, 0, NULL};
         double obj = ladle_kmeans(x, 10, 3, k, &opt, c, assign);
         ok &= canonical(assign, 10, k);
         zero &= obj == 0.0;
@@ -251,7 +255,7 @@ static void test_empty_clusters(void)
     ok = zero = 1;
     for (int i = 0; i < 10; i++) x[i] = i % 2 ? 1.0 : -1.0;   /* two locations, 1-D */
     for (int k = 1; k <= 10; k++) {
-        ladle_kmeans_options opt = {LADLE_KMEANS_EUCLIDEAN, 1, 100, 6, 5};
+        ladle_kmeans_options opt = {LADLE_KMEANS_EUCLIDEAN, 1, 100, 6, 5, 0, NULL};
         double obj = ladle_kmeans(x, 10, 1, k, &opt, c, assign);
         ok &= canonical(assign, 10, k);
         zero &= k == 1 ? obj == 10.0 : obj == 0.0;
@@ -265,7 +269,7 @@ static void test_empty_clusters(void)
     float xf[10 * D], cf[5 * D];
     for (int i = 0; i < 10; i++)
         for (int t = 0; t < D; t++) xf[i * D + t] = i < 7 ? (t == 0) : (t == 1);
-    ladle_kmeans_options opt = {LADLE_KMEANS_SPHERICAL, 1, 50, 9, 5};
+    ladle_kmeans_options opt = {LADLE_KMEANS_SPHERICAL, 1, 50, 9, 5, 0, NULL};
     double obj = ladle_kmeans_float(xf, 10, D, 5, &opt, cf, assign);
     EXPECT(&T, canonical(assign, 10, 5) && fabs(obj) < 1e-12, "spherical duplicates: a cluster empty, objective %g",
            obj);
@@ -288,13 +292,13 @@ static void test_lowering(ladle_kmeans_metric metric)
     planted(x, truth, N, D, K, metric == LADLE_KMEANS_EUCLIDEAN ? 6.0 : 0.8, metric, 21);
     int monotone = 1, improved = 0, restarts_ok = 1, restarts_help = 0;
     for (uint64_t s = 0; s < 20; s++) {
-        ladle_kmeans_options one = {metric, 1, 1, s, 5}, many = {metric, 1, 100, s, 5};
+        ladle_kmeans_options one = {metric, 1, 1, s, 5, 0, NULL}, many = {metric, 1, 100, s, 5, 0, NULL};
         double after_one = ladle_kmeans(x, N, D, K, &one, NULL, assign);
         double converged = ladle_kmeans(x, N, D, K, &many, NULL, assign);
         monotone &= converged <= after_one * (1 + 1e-12);
         improved += converged < after_one * (1 - 1e-6);
         /* restart 0 is the same seeding as a single run: the best of 8 is no worse */
-        ladle_kmeans_options eight = {metric, 8, 100, s, 5};
+        ladle_kmeans_options eight = {metric, 8, 100, s, 5, 0, NULL};
         double best = ladle_kmeans(x, N, D, K, &eight, NULL, assign);
         restarts_ok &= best <= converged;
         restarts_help += best < converged;
@@ -314,7 +318,7 @@ static void test_determinism(void)
     int truth[N], a1[N], a2[N];
     double c1[K * D], c2[K * D];
     planted(x, truth, N, D, K, 3.0, LADLE_KMEANS_EUCLIDEAN, 31);
-    ladle_kmeans_options opt = {LADLE_KMEANS_EUCLIDEAN, 4, 100, 42, 5};
+    ladle_kmeans_options opt = {LADLE_KMEANS_EUCLIDEAN, 4, 100, 42, 5, 0, NULL};
     double o1 = ladle_kmeans(x, N, D, K, &opt, c1, a1);
     double o2 = ladle_kmeans(x, N, D, K, &opt, c2, a2);
     EXPECT(&T, o1 == o2 && !memcmp(a1, a2, sizeof a1) && !memcmp(c1, c2, sizeof c1),
@@ -322,7 +326,7 @@ static void test_determinism(void)
     /* the stream is the seeding's: another one must be able to seed differently */
     int differs = 0;
     for (uint64_t stream = 6; stream < 16 && !differs; stream++) {
-        ladle_kmeans_options other = {LADLE_KMEANS_EUCLIDEAN, 1, 1, 42, stream}, base = {LADLE_KMEANS_EUCLIDEAN, 1, 1, 42, 5};
+        ladle_kmeans_options other = {LADLE_KMEANS_EUCLIDEAN, 1, 1, 42, stream, 0, NULL}, base = {LADLE_KMEANS_EUCLIDEAN, 1, 1, 42, 5, 0, NULL};
         differs = ladle_kmeans(x, N, D, K, &other, NULL, a1) != ladle_kmeans(x, N, D, K, &base, NULL, a2);
     }
     EXPECT(&T, differs, "the stream option does not change the seeding");
@@ -341,7 +345,7 @@ static void test_blocks(void)
     int *truth = malloc(sizeof(int) * N), *assign = malloc(sizeof(int) * N), *near = malloc(sizeof(int) * N);
     planted(x, truth, N, D, K, 0.05, LADLE_KMEANS_SPHERICAL, 41);
     float *xf = to_float(x, (size_t)N * D), *cf = malloc(sizeof(float) * K * D);
-    ladle_kmeans_options opt = {LADLE_KMEANS_SPHERICAL, 2, 100, 3, 5};
+    ladle_kmeans_options opt = {LADLE_KMEANS_SPHERICAL, 2, 100, 3, 5, 0, NULL};
     double obj = ladle_kmeans_float(xf, N, D, K, &opt, cf, assign);
     double *xd = to_double(xf, (size_t)N * D), *cd = to_double(cf, (size_t)K * D);
     EXPECT(&T, recovered(assign, truth, N, K), "blocks: planted clusters not recovered");
@@ -384,8 +388,129 @@ static void test_ties(void)
     }
 }
 
-int main(void)
+/* Near ties: centroids in pairs one float ulp apart, points halfway. The nearest must be
+ * the direct distance's (summed in double, in order; ties: the lowest), exactly, with that
+ * distance, whatever the product's rounding made of the pair. */
+static void test_near_ties(void)
 {
+    enum { K = 64, D = 24, N = 3000 };
+    float *c = malloc(sizeof(float) * K * D), *x = malloc(sizeof(float) * N * D);
+    for (int j = 0; j < K; j += 2)
+        for (int t = 0; t < D; t++) {
+            c[j * D + t] = (float)normal(51, 1, (uint64_t)(j * D + t));
+            c[(j + 1) * D + t] = nextafterf(c[j * D + t], t % 2 ? INFINITY : -INFINITY);
+        }
+    for (int i = 0; i < N; i++)
+        for (int t = 0; t < D; t++) {
+            int j = 2 * (i % (K / 2));
+            x[i * D + t] = 0.5f * (c[j * D + t] + c[(j + 1) * D + t]) + 1e-3f * (float)normal(51, 2, (uint64_t)(i * D + t));
+        }
+    int *assign = malloc(sizeof(int) * N);
+    double *dist = malloc(sizeof(double) * N);
+    for (int m = 0; m < 2; m++) {
+        ladle_kmeans_metric metric = m ? LADLE_KMEANS_SPHERICAL : LADLE_KMEANS_EUCLIDEAN;
+        ladle_kmeans_nearest_float(c, K, D, metric, x, N, assign, dist);
+        int exact = 1;
+        for (int i = 0; i < N; i++) {
+            double xd[D], best = INFINITY;
+            int arg = 0;
+            for (int t = 0; t < D; t++) xd[t] = x[i * D + t];
+            for (int j = 0; j < K; j++) {
+                double cd[D];
+                for (int t = 0; t < D; t++) cd[t] = c[j * D + t];
+                double v = distance(xd, cd, D, metric);
+                if (v < best) { best = v; arg = j; }
+            }
+            exact &= assign[i] == arg && dist[i] == best;
+        }
+        EXPECT(&T, exact, "%s near ties: the nearest centroid or its distance is not the direct one", metric_name(metric));
+    }
+    free(c); free(x); free(assign); free(dist);
+}
+
+/* Seeding on a sample of the points (kmeans.h: evenly spaced indices) still finds
+ * well-separated clusters, and seeds differently from seeding on all of them. */
+static void test_sample(void)
+{
+    enum { N = 4000, D = 32, K = 8 };
+    double *x = malloc(sizeof(double) * N * D);
+    int *truth = malloc(sizeof(int) * N), *assign = malloc(sizeof(int) * N);
+    int found = 0;
+    for (int s = 0; s < 10; s++) {
+        planted(x, truth, N, D, K, 0.03, LADLE_KMEANS_SPHERICAL, 500 + (uint64_t)s);
+        float *xf = to_float(x, (size_t)N * D);
+        ladle_kmeans_options opt = {LADLE_KMEANS_SPHERICAL, 1, 100, (uint64_t)s, 5, 64, NULL};
+        ladle_kmeans_float(xf, N, D, K, &opt, NULL, assign);
+        found += recovered(assign, truth, N, K);
+        free(xf);
+    }
+    EXPECT(&T, found == 10, "seeding on a 64-point sample recovered the clusters for %d of 10 seeds", found);
+    /* on structureless points every seeding ends somewhere else */
+    planted(x, truth, N, D, K, 10.0, LADLE_KMEANS_SPHERICAL, 600);
+    ladle_kmeans_options all = {LADLE_KMEANS_SPHERICAL, 1, 1, 3, 5, 0, NULL}, some = {LADLE_KMEANS_SPHERICAL, 1, 1, 3, 5, 64, NULL};
+    float *xf = to_float(x, (size_t)N * D);
+    EXPECT(&T, ladle_kmeans_float(xf, N, D, K, &all, NULL, assign) != ladle_kmeans_float(xf, N, D, K, &some, NULL, assign),
+           "the sample size does not change the seeding (a vacuous sample)");
+    free(xf); free(x); free(truth); free(assign);
+}
+
+/* The points spread over the ranks in uneven interleaved blocks (the last rank holding
+ * none when there are several): centroids, objective and every label exactly those of
+ * one process holding them all. */
+static void check_spread(const float *x, size_t n, int d, int k, const ladle_kmeans_options *opt, const char *what)
+{
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    float *c1 = malloc(sizeof(float) * (size_t)k * (size_t)d), *c2 = malloc(sizeof(float) * (size_t)k * (size_t)d);
+    int *a1 = malloc(sizeof(int) * n), *a2 = malloc(sizeof(int) * n);
+    float *mine = malloc(sizeof(float) * n * (size_t)d);
+    uint64_t *index = malloc(sizeof(uint64_t) * n);
+    double o1 = ladle_kmeans_float(x, n, d, k, opt, c1, a1);
+    size_t m = 0;
+    int holders = size > 1 ? size - 1 : 1;
+    for (size_t i = 0, block = 0, at = 0; i < n; i++) {
+        if (i == at + 1 + block * 37 % 101) { at = i; block++; }
+        if ((int)(block % (size_t)holders) != rank) continue;
+        memcpy(mine + m * (size_t)d, x + i * (size_t)d, sizeof(float) * (size_t)d);
+        index[m++] = i;
+    }
+    /* a rank holding none passes NULL, as prep does for a rank that read no document */
+    double o2 = ladle_kmeans_float_mpi(m ? mine : NULL, m, index, n, d, k, opt, MPI_COMM_WORLD, c2, a2);
+    int same = o1 == o2 && memcmp(c1, c2, sizeof(float) * (size_t)k * (size_t)d) == 0;
+    for (size_t i = 0; i < m; i++) same &= a2[i] == a1[index[i]];
+    EXPECT(&T, same, "%s on %d ranks: not the one-process clustering (objective %.17g vs %.17g)", what, size, o2, o1);
+    free(c1); free(c2); free(a1); free(a2); free(mine); free(index);
+}
+
+static void test_spread(void)
+{
+    enum { N = 3000, D = 16 };
+    double *x = malloc(sizeof(double) * N * D);
+    int *truth = malloc(sizeof(int) * N);
+    planted(x, truth, N, D, 40, 0.3, LADLE_KMEANS_SPHERICAL, 61);
+    float *xf = to_float(x, (size_t)N * D);
+    ladle_kmeans_options opt = {LADLE_KMEANS_SPHERICAL, 2, 100, 7, 5, 0, NULL};
+    check_spread(xf, N, D, 40, &opt, "spherical, seeding on every point, 2 restarts");
+    opt.sample = 300;
+    check_spread(xf, N, D, 40, &opt, "spherical, seeding on 300 points");
+    planted(x, truth, N, D, 12, 2.0, LADLE_KMEANS_EUCLIDEAN, 62);
+    free(xf);
+    xf = to_float(x, (size_t)N * D);
+    ladle_kmeans_options eu = {LADLE_KMEANS_EUCLIDEAN, 1, 30, 8, 5, 500, NULL};
+    check_spread(xf, N, D, 12, &eu, "euclidean, seeding on 500 points");
+    /* 20 distinct points into 30 clusters: empty clusters refilled across the ranks */
+    for (int i = 0; i < N; i++) memcpy(xf + (size_t)i * D, xf + (size_t)(i % 20) * D, sizeof(float) * D);
+    check_spread(xf, N, D, 30, &eu, "euclidean, 20 distinct points in 30 clusters");
+    free(xf); free(x); free(truth);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
     test_planted(LADLE_KMEANS_EUCLIDEAN, 40, 3, 5, 1.0, 1, 20);
     /* with 12 clusters one greedy k-means++ seeding in five puts two centres in one
      * cluster (as the implementation before this one did): restarts are the remedy */
@@ -399,5 +524,17 @@ int main(void)
     test_determinism();
     test_blocks();
     test_ties();
-    return test_summary(&T, "test_kmeans");
+    test_near_ties();
+    test_sample();
+    test_spread();
+    /* the verdict is the worst rank's */
+    int failed = T.failed;
+    MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    T.failed = failed;
+    char name[64];
+    snprintf(name, sizeof name, size > 1 ? "test_kmeans (ranks=%d)" : "test_kmeans", size);
+    int rc = rank == 0 ? test_summary(&T, name) : 0;
+    MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    MPI_Finalize();
+    return rc;
 }

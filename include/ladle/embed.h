@@ -12,11 +12,15 @@
  *        h = FNV-1a 64 of its n bytes (offset 0xcbf29ce484222325, prime 0x100000001b3)
  *        h = (h ^ n) * 0x100000001b3;  h ^= h >> 32;  bucket = h mod buckets
  *  - projection P[r][c] = ladle_rng_normal(seed, 0, LADLE_STREAM_INIT + 200, r*buckets + c)
- *    / sqrt(dim), r < dim, c < buckets;  out = normalise(P f). */
+ *    / sqrt(dim), r < dim, c < buckets;  out = normalise(P f).
+ * In float, P f is summed over the non-zero buckets in increasing order, one document at
+ * a time: a document's embedding is the same bits whichever documents are embedded with
+ * it, in whatever pieces it is fed, on whichever rank. */
 #ifndef LADLE_EMBED_H
 #define LADLE_EMBED_H
 
 #include <hdf5.h>
+#include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,8 +37,11 @@ typedef struct {
 
 typedef struct {
     ladle_embed_params params;
-    float *projection;   /* [dim x buckets] */
+    float *projection;   /* [buckets x dim]: P transposed, so a bucket's column is contiguous */
+    float *log_count;    /* [LADLE_EMBED_LOG_TABLE] (float)log1p(n) for the small counts */
 } ladle_embedder;
+
+#define LADLE_EMBED_LOG_TABLE 256
 
 void ladle_embed_params_default(ladle_embed_params *p);
 /* Out-of-range parameters are a usage error (they come from the command line or a file). */
@@ -42,17 +49,42 @@ void ladle_embedder_create(ladle_embedder *e, const ladle_embed_params *p);
 void ladle_embedder_free(ladle_embedder *e);
 /* out[dim], unit norm (all zeros only for an empty document). */
 void ladle_embed(const ladle_embedder *e, const uint8_t *text, size_t len, float *out);
-/* The same for n documents at once (the projection is one BLIS product per block of
- * documents): out [n x dim], row i the embedding of docs[i]. */
+/* The same for n documents: out [n x dim], row i the embedding of docs[i]. */
 void ladle_embed_batch(const ladle_embedder *e, const uint8_t *const *docs, const size_t *lens, size_t n,
                        float *out);
 
-/* Clusters of n embeddings x [n x d] (unit or all-zero rows), 1 <= k <= n: kmeans.h's
- * spherical k-means, one seeding from (seed, stream LADLE_STREAM_INIT + 201), at most
- * 100 Lloyd iterations. centroids [k x d] (unit norm), assign [n], every cluster
- * non-empty, numbered by first appearance. Deterministic for a given input and seed. */
-void ladle_cluster_embeddings(const float *x, size_t n, int d, int k, uint64_t seed, float *centroids,
-                              int *assign);
+/* A document fed in pieces (a file read piece by piece, never whole in memory): the
+ * embedding ladle_embed gives the whole. Holds buckets x 16 bytes. */
+typedef struct {
+    const ladle_embedder *e;
+    uint64_t *counts;        /* [buckets] n-gram counts of the document so far */
+    uint64_t hash[17];       /* hash[n]: FNV-1a of the n-gram ending at the last byte fed */
+    uint64_t fed;            /* bytes fed so far */
+    uint64_t mask;           /* buckets - 1 when a power of two (bucket = h & mask), else 0 */
+    float *values;           /* [buckets] scratch of ladle_embed_finish */
+    uint32_t *nonzero;
+} ladle_embed_stream;
+
+void ladle_embed_stream_create(ladle_embed_stream *s, const ladle_embedder *e);
+void ladle_embed_stream_free(ladle_embed_stream *s);
+void ladle_embed_feed(ladle_embed_stream *s, const uint8_t *text, size_t len);
+/* out[dim]: the embedding of what was fed since the last call; the next document starts. */
+void ladle_embed_finish(ladle_embed_stream *s, float *out);
+
+/* Seeding sample of ladle_cluster_embeddings: LADLE_EMBED_SEED_PER_CLUSTER points per
+ * cluster, at least LADLE_EMBED_SEED_MIN (all of them when there are fewer). */
+#define LADLE_EMBED_SEED_PER_CLUSTER 4
+#define LADLE_EMBED_SEED_MIN 16384
+
+/* Clusters of embeddings (unit or all-zero rows) spread over the ranks of comm
+ * (collective; MPI_COMM_NULL: one process holding them all): this rank's n rows x [n x d]
+ * are rows index[i] (increasing; NULL: 0..n-1) of the n_total, 1 <= k <= n_total.
+ * kmeans.h's spherical k-means, one seeding from (seed, stream LADLE_STREAM_INIT + 201)
+ * on the sample above, at most 100 Lloyd iterations. centroids [k x d] (unit norm, on
+ * every rank), assign [n], every cluster non-empty, numbered by first appearance. The
+ * same for any rank count and split of the rows. */
+void ladle_cluster_embeddings(const float *x, size_t n, const uint64_t *index, uint64_t n_total, int d, int k,
+                              uint64_t seed, MPI_Comm comm, float *centroids, int *assign);
 
 /* Index of the centroid with the largest cosine similarity to x (ties: lowest index),
  * as ladle_cluster_embeddings assigns. */
@@ -73,8 +105,10 @@ typedef struct {
  * corpus has none. Serial (every rank may call it). */
 void ladle_clusters_load(ladle_clusters *c, const char *corpus_path);
 void ladle_clusters_free(ladle_clusters *c);
-/* Writes /clusters (centroids dataset + embedding attributes) into an open file. */
-void ladle_clusters_write(hid_t file, const ladle_clusters *c);
+/* Writes /clusters (centroids dataset + embedding attributes) into an open file. In a
+ * file open on several ranks every rank calls it (the metadata is collective) and one
+ * passes write_values (the centroids, independent I/O). */
+void ladle_clusters_write(hid_t file, const ladle_clusters *c, int write_values);
 
 /* Domain weights from examples: each document is embedded, assigned to its nearest
  * centroid, and h[k] is the normalised histogram of assignments. Empty documents carry

@@ -26,19 +26,7 @@ big_gb=${BIG_GB:-32}
 steps=${STEPS:-60}
 reps=${REPS:-2}
 skip=5
-die() { echo "$me: error: $*" >&2; exit 1; }
-case $LADLE in /*) ;; *) LADLE=$(pwd)/$LADLE ;; esac
-[ -x "$LADLE" ] || die "ladle binary '$LADLE' not found (set LADLE)"
-[ -x /usr/bin/time ] || die "/usr/bin/time not found (apt-get install time)"
-"$PYTHON3" -c 'import h5py, numpy' 2>/dev/null || die "'$PYTHON3' cannot import h5py and numpy"
-if [ "$(id -u)" = 0 ]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
-export BLIS_NUM_THREADS=1
-mkdir -p "$dir"
-
-[ -s "$dir/demo.h5" ] || sh "$share/demo-corpus.sh" "$dir/demo.h5" "$LADLE" > "$dir/demo-prep.log" 2>&1 ||
-    die "demo-corpus.sh failed (see $dir/demo-prep.log)"
+. "$here/big_setup.sh"
 if [ ! -s "$dir/big.h5" ]; then
     echo "writing $dir/big.h5 ($big_gb GB) ..." >&2
     "$PYTHON3" "$here/big_corpus.py" "$dir/demo.h5" "$dir/big.h5" "$big_gb" > "$dir/big.log" ||
