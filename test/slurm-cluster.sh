@@ -29,6 +29,15 @@ alive() {
     [ -d "/proc/$pid" ] && grep -q "$2" "/proc/$pid/cmdline" 2>/dev/null
 }
 
+# the process of PID FILE runs (not a zombie): at start, before it has exec'd its program,
+# its cmdline is still the forking shell's, so 'alive' would call it dead under load
+running() {
+    local pid
+    [ -s "$1" ] || return 1
+    pid=$(cat "$1")
+    [ -r "/proc/$pid/stat" ] && ! sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | grep -q '^[ZX]'
+}
+
 port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 
 show_log() {
@@ -172,7 +181,7 @@ start() {
     state=
     for _ in $(seq 1 150); do
         for p in slurmctld slurmd; do
-            if ! alive "$dir/pids/$p.pid" "$p"; then
+            if ! running "$dir/pids/$p.pid"; then
                 echo "$prog: $p exited at start" >&2
                 show_log "$dir/log/$p.out"
                 show_log "$dir/log/$p.log"
