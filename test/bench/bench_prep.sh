@@ -40,7 +40,7 @@ for d in "$dir"/text/*/; do
     d=${d%/}
     domains="$domains --domain ${d##*/}=$d"
 done
-input_bytes=$(cat "$dir"/text/*/*.txt | wc -c)
+input_bytes=$(find "$dir"/text -name '*.txt' -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f", s }')
 
 # seconds CMD...: wall time of CMD in seconds (stdout to /dev/null)
 seconds() {
