@@ -1,12 +1,12 @@
 #include "ladle/ckpt.h"
 #include "ladle/error.h"
+#include "ladle/fileio.h"
 #include "ladle/h5io.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 #include <hdf5.h>
 #include <math.h>
@@ -381,12 +381,10 @@ static param_set moments_of(const ladle_ckpt_state *st, int which)
  * learns the outcome before any data is written; on failure the file is removed and every
  * rank exits 1 with one message, the previous checkpoint and 'latest' untouched. */
 
-/* An upper bound of one dataset's bytes in the file: its data, the gap before an aligned
- * start, its object header. */
+/* An upper bound of one dataset of floats in the file. */
 static size_t dataset_bound(size_t floats)
 {
-    size_t bytes = floats * sizeof(float);
-    return bytes + (bytes >= LADLE_H5_ALIGNMENT ? LADLE_H5_ALIGNMENT : 0) + 1024;
+    return ladle_h5_dataset_bound(floats * sizeof(float));
 }
 
 /* The datasets transfer_set writes for one parameter set. */
@@ -409,47 +407,6 @@ static size_t file_bound(const ladle_ckpt_contents *c)
     size_t b = set_bound(c->model, st->soup, st->router) * (c->with_optim ? 3 : 1);
     /* root attributes (the configuration text, domain names, h, alpha) and superblock */
     return b + 64 * 1024 + (size_t)c->n_domains * (LADLE_NAME_MAX + 16) + (size_t)c->n_alpha * 8;
-}
-
-static double mib(size_t bytes)
-{
-    return (double)bytes / (1024.0 * 1024.0);
-}
-
-/* Rank 0: reserve bytes for path; 0, or -1 with the reason in why. A file system without
- * fallocate falls back to comparing the free space. */
-static int reserve(const char *path, size_t bytes, char *why, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0) { snprintf(why, len, "cannot open it: %s", strerror(errno)); return -1; }
-    int rc = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)bytes), err = errno;
-    struct statvfs vfs;
-    int have_vfs = rc != 0 && fstatvfs(fd, &vfs) == 0;   /* only to explain a failure */
-    close(fd);
-    if (rc == 0) return 0;
-    size_t avail = have_vfs ? (size_t)vfs.f_bavail * vfs.f_frsize : 0;
-    if (err == EOPNOTSUPP && (!have_vfs || avail >= bytes)) return 0;
-    if (err == ENOSPC || err == EOPNOTSUPP || err == EDQUOT)
-        snprintf(why, len, "it needs up to %.1f MiB and the file system has %.1f MiB free", mib(bytes), mib(avail));
-    else snprintf(why, len, "cannot reserve %.1f MiB: %s", mib(bytes), strerror(err));
-    return -1;
-}
-
-/* Rank 0, after the file is closed: flush what closing wrote to the device, and give back
- * the reservation beyond the end. */
-static void sync_and_trim(const char *path, size_t reserved)
-{
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    LADLE_CHECK(fd >= 0, "cannot open '%s' to sync it: %s", path, strerror(errno));
-    struct stat st;
-    LADLE_CHECK(fstat(fd, &st) == 0, "cannot stat '%s': %s", path, strerror(errno));
-    if ((size_t)st.st_size < reserved)
-        (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size, (off_t)(reserved - (size_t)st.st_size));
-    else if ((size_t)st.st_size > reserved)
-        fprintf(stderr, "ladle: warning: '%s' is %zu bytes, more than the %zu reserved for it (a bug: please report)\n",
-                path, (size_t)st.st_size, reserved);
-    LADLE_CHECK(fsync(fd) == 0, "fsync of '%s' failed: %s", path, strerror(errno));
-    LADLE_CHECK(close(fd) == 0, "cannot close '%s': %s", path, strerror(errno));
 }
 
 /* ---- save -------------------------------------------------------------------- */
@@ -476,7 +433,7 @@ void ladle_ckpt_save(const char *path, const ladle_ckpt_contents *c)
     LADLE_CHECK(file >= 0, "cannot create model file '%s'", tmp);
     const size_t bound = file_bound(c);
     char why[256] = "";
-    int reserved = s->rank == 0 ? reserve(tmp, bound, why, sizeof why) == 0 : 1;
+    int reserved = s->rank == 0 ? ladle_reserve_space(tmp, bound, why, sizeof why) == 0 : 1;
     MPI_CHECK(MPI_Bcast(&reserved, 1, MPI_INT, 0, s->comm));
     if (!reserved) {
         H5_CHECK(H5Fclose(file));
@@ -523,7 +480,7 @@ void ladle_ckpt_save(const char *path, const ladle_ckpt_contents *c)
     H5_CHECK(H5Fclose(file));   /* collective: every rank's data is in the file */
     MPI_CHECK(MPI_Barrier(s->comm));
     if (s->rank == 0) {
-        sync_and_trim(tmp, bound);
+        ladle_sync_and_trim(tmp, bound);
         LADLE_CHECK(rename(tmp, path) == 0, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
     }
     MPI_CHECK(MPI_Barrier(s->comm));

@@ -75,15 +75,27 @@ void ladle_runtime_error(const char *fmt, ...)
     agreed_exit(LADLE_EXIT_FAILURE, fmt, ap);
 }
 
-void ladle_usage_error_cleanup(void (*cleanup)(void *ctx), void *ctx, const char *fmt, ...)
+static _Noreturn void agreed_exit_cleanup(int code, void (*cleanup)(void *ctx), void *ctx, const char *fmt, va_list ap)
 {
     char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (cleanup) cleanup(ctx);
+    if (code == LADLE_EXIT_USAGE) ladle_usage_error("%s", msg);
+    ladle_runtime_error("%s", msg);
+}
+
+void ladle_usage_error_cleanup(void (*cleanup)(void *ctx), void *ctx, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (cleanup) cleanup(ctx);
-    ladle_usage_error("%s", msg);
+    agreed_exit_cleanup(LADLE_EXIT_USAGE, cleanup, ctx, fmt, ap);
+}
+
+void ladle_runtime_error_cleanup(void (*cleanup)(void *ctx), void *ctx, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    agreed_exit_cleanup(LADLE_EXIT_FAILURE, cleanup, ctx, fmt, ap);
 }
 
 void ladle_mpi_check_at(int rc, const char *call, const char *file, int line)

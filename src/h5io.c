@@ -13,6 +13,11 @@ void ladle_h5_quiet(void)
     H5_CHECK(H5Eset_auto2(H5E_DEFAULT, NULL, NULL));
 }
 
+size_t ladle_h5_dataset_bound(size_t bytes)
+{
+    return bytes + (bytes >= LADLE_H5_ALIGNMENT ? LADLE_H5_ALIGNMENT : 0) + 1024;
+}
+
 hid_t ladle_h5_fapl_mpio(MPI_Comm comm)
 {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);

@@ -49,6 +49,7 @@
 #include "ladle/data.h"
 #include "ladle/embed.h"
 #include "ladle/error.h"
+#include "ladle/fileio.h"
 #include "ladle/h5io.h"
 #include "ladle/rng.h"
 
@@ -79,6 +80,8 @@
 #define WRITE_PIECES ((size_t)1 << 18)
 
 #define NO_NUL UINT64_MAX
+/* of the output's reserved size: the superblock, root group and its attributes */
+#define OUTPUT_FIXED_BOUND ((size_t)64 << 10)
 
 enum { TRAIN = 0, VALID = 1, CUT = 2 };   /* a document's split; CUT: a cluster's only document */
 
@@ -283,6 +286,17 @@ static void remove_output(void *ctx)
 /* A problem with the input, found alike by every rank: remove the output (o may be NULL:
  * none yet), then a usage error. */
 #define input_error(o, ...) ladle_usage_error_cleanup(remove_output, (o), __VA_ARGS__)
+
+/* A write that failed on this rank (an I/O error): the ranks cannot agree, so this one
+ * removes the half-written file (its name: any rank can) before aborting them all, and no
+ * tens of GB of it stay behind. */
+static _Noreturn void output_failed(const prep_output *o, const char *file, int line, const char *call)
+{
+    unlink(o->tmp_path);
+    ladle_fail_at(file, line, "writing '%s' failed (removed it): HDF5 call failed: %s", o->final_path, call);
+}
+#define OUTPUT_CHECK(o, call) \
+    do { if ((long long)(call) < 0) output_failed((o), __FILE__, __LINE__, #call); } while (0)
 
 /* Every rank: the usage error whose message rank `from` holds. */
 static _Noreturn void error_from(const prep_state *s, int from, const char *msg)
@@ -1158,8 +1172,10 @@ static void write_u64_attr(hid_t obj, const char *name, uint64_t value)
     ladle_h5_write_scalar_attr(obj, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &value);
 }
 
-static hid_t new_group(hid_t parent, const char *name)
+/* bound: the file's reserved size, grown by what each object may take (reserve_output) */
+static hid_t new_group(hid_t parent, const char *name, size_t *bound)
 {
+    *bound += LADLE_H5_GROUP_BOUND;
     hid_t gcpl = ladle_h5_untimed_group_props();
     hid_t group = H5Gcreate2(parent, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
     H5_CHECK(group);
@@ -1168,8 +1184,9 @@ static hid_t new_group(hid_t parent, const char *name)
 }
 
 /* A contiguous 1-D dataset of n values, written later (independent I/O). */
-static void new_dataset(hid_t group, const char *name, hid_t type, uint64_t n)
+static void new_dataset(hid_t group, const char *name, hid_t type, uint64_t n, size_t *bound)
 {
+    *bound += ladle_h5_dataset_bound((size_t)n * H5Tget_size(type));
     hsize_t dims[1] = {n};
     hid_t space = H5Screate_simple(1, dims, NULL);
     H5_CHECK(space);
@@ -1186,21 +1203,21 @@ static void new_dataset(hid_t group, const char *name, hid_t type, uint64_t n)
 
 /* The datasets of a domain's two splits: train, train_offsets, valid, valid_offsets, and
  * with labels train_labels, valid_labels. */
-static void new_splits(hid_t group, const uint64_t docs[2], const uint64_t bytes[2], int labels)
+static void new_splits(hid_t group, const uint64_t docs[2], const uint64_t bytes[2], int labels, size_t *bound)
 {
-    new_dataset(group, "train", H5T_STD_U8LE, bytes[TRAIN]);
-    new_dataset(group, "train_offsets", H5T_STD_U64LE, docs[TRAIN] + 1);
-    new_dataset(group, "valid", H5T_STD_U8LE, bytes[VALID]);
-    new_dataset(group, "valid_offsets", H5T_STD_U64LE, docs[VALID] + 1);
+    new_dataset(group, "train", H5T_STD_U8LE, bytes[TRAIN], bound);
+    new_dataset(group, "train_offsets", H5T_STD_U64LE, docs[TRAIN] + 1, bound);
+    new_dataset(group, "valid", H5T_STD_U8LE, bytes[VALID], bound);
+    new_dataset(group, "valid_offsets", H5T_STD_U64LE, docs[VALID] + 1, bound);
     if (!labels) return;
-    new_dataset(group, "train_labels", H5T_STD_U16LE, docs[TRAIN]);
-    new_dataset(group, "valid_labels", H5T_STD_U16LE, docs[VALID]);
+    new_dataset(group, "train_labels", H5T_STD_U16LE, docs[TRAIN], bound);
+    new_dataset(group, "valid_labels", H5T_STD_U16LE, docs[VALID], bound);
 }
 
-static void new_domain(hid_t parent, const domain_state *d)
+static void new_domain(hid_t parent, const domain_state *d, size_t *bound)
 {
-    hid_t group = new_group(parent, d->src->name);
-    new_splits(group, d->split_docs, d->split_bytes, 0);
+    hid_t group = new_group(parent, d->src->name, bound);
+    new_splits(group, d->split_docs, d->split_bytes, 0, bound);
     size_t len = 1;
     for (int i = 0; i < d->src->n_paths; i++) len += strlen(d->src->paths[i]) + 1;
     char *source = ladle_malloc(len, "source attribute");
@@ -1212,6 +1229,7 @@ static void new_domain(hid_t parent, const domain_state *d)
         at += (int)n;
     }
     ladle_h5_write_string_attr(group, "source", source);
+    *bound += LADLE_H5_ATTR_BOUND(len) + 3 * LADLE_H5_ATTR_BOUND(8);
     free(source);
     write_u64_attr(group, "documents", d->docs);
     write_u64_attr(group, "train_docs", d->split_docs[TRAIN]);
@@ -1219,30 +1237,36 @@ static void new_domain(hid_t parent, const domain_state *d)
     H5_CHECK(H5Gclose(group));
 }
 
-static void new_clusters(const prep_state *s, hid_t file, const clustering *c)
+static void new_clusters(const prep_state *s, hid_t file, const clustering *c, size_t *bound)
 {
-    hid_t domains = new_group(file, "domains");
+    hid_t domains = new_group(file, "domains", bound);
     for (int j = 0; j < c->k; j++) {
         char name[16], source[64];
         cluster_name(name, j, c->k);
-        hid_t group = new_group(domains, name);
+        hid_t group = new_group(domains, name, bound);
         const uint64_t *st = c->stats + 4 * (size_t)j, docs[2] = {st[0], st[2]}, bytes[2] = {st[1], st[3]};
-        new_splits(group, docs, bytes, 1);
+        new_splits(group, docs, bytes, 1, bound);
         snprintf(source, sizeof source, "cluster %d of %d", j, c->k);
         ladle_h5_write_string_attr(group, "source", source);
+        *bound += LADLE_H5_ATTR_BOUND(sizeof source) + 3 * LADLE_H5_ATTR_BOUND(8);
         write_u64_attr(group, "documents", c->documents[j]);
         write_u64_attr(group, "train_docs", st[0]);
         write_u64_attr(group, "valid_docs", st[2]);
         H5_CHECK(H5Gclose(group));
     }
     H5_CHECK(H5Gclose(domains));
+    /* /clusters: the centroids and a few small attributes */
+    *bound += LADLE_H5_GROUP_BOUND + ladle_h5_dataset_bound((size_t)c->k * (size_t)s->dim * sizeof(float)) +
+              16 * LADLE_H5_ATTR_BOUND(256);
     ladle_clusters cl = {c->k, *s->embedder, c->centroids};
     ladle_clusters_write(file, &cl, s->rank == 0);
 }
 
-/* Collective: the file with its attributes, groups and datasets, no data yet. */
-static hid_t create_output(const prep_state *s, const clustering *c)
+/* Collective: the file with its attributes, groups and datasets, no data yet; *bound: an
+ * upper bound of its size once written. */
+static hid_t create_output(const prep_state *s, const clustering *c, size_t *bound)
 {
+    *bound = OUTPUT_FIXED_BOUND;   /* superblock, root group and its attributes */
     const ladle_prep_options *o = s->opt;
     hid_t fapl = ladle_h5_fapl_mpio(s->comm);
     hid_t file = H5Fcreate(s->out->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
@@ -1258,16 +1282,17 @@ static hid_t create_output(const prep_state *s, const clustering *c)
     write_u64_attr(file, "max_domain_bytes", o->max_domain_bytes);
     if (c) write_u64_attr(file, "clusters", (uint64_t)c->k);
     /* clustered: the named domains are the sources, the clusters the domains */
-    hid_t group = new_group(file, c ? "sources" : "domains");
-    for (int i = 0; i < s->n_domains; i++) new_domain(group, &s->domains[i]);
+    hid_t group = new_group(file, c ? "sources" : "domains", bound);
+    for (int i = 0; i < s->n_domains; i++) new_domain(group, &s->domains[i], bound);
     if (c) {
         const char **names = ladle_malloc((size_t)s->n_domains * sizeof *names, "source names");
         for (int i = 0; i < s->n_domains; i++) names[i] = s->domains[i].src->name;
         ladle_h5_write_strings_attr(group, "names", names, s->n_domains);
+        *bound += LADLE_H5_ATTR_BOUND((size_t)s->n_domains * (LADLE_NAME_MAX + 16));
         free(names);
     }
     H5_CHECK(H5Gclose(group));
-    if (c) new_clusters(s, file, c);
+    if (c) new_clusters(s, file, c, bound);
     return file;
 }
 
@@ -1339,7 +1364,8 @@ static int by_place(const void *a, const void *b)
 }
 
 /* One contiguous run: elements [at, at + count) of dset. */
-static void write_run(hid_t dset, hid_t mem_type, hid_t dxpl, uint64_t at, uint64_t count, const void *data)
+static void write_run(const prep_output *out, hid_t dset, hid_t mem_type, hid_t dxpl, uint64_t at, uint64_t count,
+                      const void *data)
 {
     hid_t fspace = H5Dget_space(dset);
     H5_CHECK(fspace);
@@ -1347,7 +1373,7 @@ static void write_run(hid_t dset, hid_t mem_type, hid_t dxpl, uint64_t at, uint6
     H5_CHECK(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, cnt, NULL));
     hid_t mspace = H5Screate_simple(1, cnt, NULL);
     H5_CHECK(mspace);
-    H5_CHECK(H5Dwrite(dset, mem_type, mspace, fspace, dxpl, data));
+    OUTPUT_CHECK(out, H5Dwrite(dset, mem_type, mspace, fspace, dxpl, data));
     H5_CHECK(H5Sclose(mspace));
     H5_CHECK(H5Sclose(fspace));
 }
@@ -1375,9 +1401,9 @@ static void writer_flush(writer *w)
                 count += w->w[i].count;
                 i++;
             } while (i < w->n && w->w[i].slot == slot && w->w[i].at == at + count);
-            write_run(dset, mem_type, w->dxpl, at, count, w->staging);
+            write_run(w->s->out, dset, mem_type, w->dxpl, at, count, w->staging);
         }
-        H5_CHECK(H5Dclose(dset));
+        OUTPUT_CHECK(w->s->out, H5Dclose(dset));
     }
     w->n = 0;
     w->used = 0;
@@ -1729,21 +1755,39 @@ static void state_free(prep_state *s)
     }
 }
 
+/* Collective, right after creating the file: rank 0 reserves its bound; if the file system
+ * has no room, every rank learns it before any data is written, and the file is removed. */
+static void reserve_output(prep_state *s, size_t bound)
+{
+    char why[256] = "";
+    if (s->rank == 0 && ladle_reserve_space(s->out->tmp_path, bound, why, sizeof why) != 0 && !why[0])
+        snprintf(why, sizeof why, "cannot reserve its space");
+    MPI_CHECK(MPI_Bcast(why, (int)sizeof why, MPI_CHAR, 0, s->comm));
+    if (why[0])
+        ladle_runtime_error_cleanup(remove_output, s->out, "no room to write '%s': %s; nothing was written",
+                                    s->out->final_path, why);
+}
+
 /* Collective: the datasets, then every value, independently; renamed once all are in. */
 static void write_output(prep_state *s, const clustering *c)
 {
-    hid_t file = create_output(s, c);
+    size_t reserved;
+    hid_t file = create_output(s, c, &reserved);
     s->out->file = file;
+    reserve_output(s, reserved);
     writer w;
     writer_create(&w, s, c, file);
     write_offsets(&w, c);
     write_texts(&w, c);
     writer_free(&w);
     s->out->file = -1;
-    H5_CHECK(H5Fclose(file));   /* collective: every rank's data is in the file */
+    OUTPUT_CHECK(s->out, H5Fclose(file));   /* collective: every rank's data is in the file */
     MPI_CHECK(MPI_Barrier(s->comm));
-    if (s->rank == 0 && rename(s->out->tmp_path, s->out->final_path) != 0)
-        LADLE_FAIL("cannot rename '%s' to '%s': %s", s->out->tmp_path, s->out->final_path, strerror(errno));
+    if (s->rank == 0) {
+        ladle_sync_and_trim(s->out->tmp_path, reserved);
+        if (rename(s->out->tmp_path, s->out->final_path) != 0)
+            LADLE_FAIL("cannot rename '%s' to '%s': %s", s->out->tmp_path, s->out->final_path, strerror(errno));
+    }
     MPI_CHECK(MPI_Barrier(s->comm));
 }
 

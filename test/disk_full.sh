@@ -47,6 +47,36 @@ for n in 1 2; do
     passed=$((passed + 1))
 done
 
+# Given back once written: the space reserved past the end (rank 0 reserves an upper bound
+# before writing; ext4 keeps blocks reserved past the end of a file unless it is truncated).
+# stat's blocks against the size, on the test's own file system (tmpfs would free them anyway).
+check_trimmed() {
+    set -- $(stat -c '%b %B %s' "$1") "$1"
+    [ $(($1 * $2)) -le $(($3 + 16384)) ] || fail "'$4' holds $(($1 * $2)) bytes of blocks for $3 bytes of data"
+}
+check_trimmed "$TMP/ref2/ckpt-00000008.h5"
+"$LADLE" prep -o "$TMP/room.h5" --clusters 16 --split-doc-bytes 4096 --max-domain-bytes 1000000 \
+    --domain c=/usr/include > "$TMP/out" 2>&1 || { cat "$TMP/out" >&2; fail "ladle prep with room"; }
+grep -q "warning" "$TMP/out" && { cat "$TMP/out" >&2; fail "ladle prep wrote more than it reserved"; }
+check_trimmed "$TMP/room.h5"
+passed=$((passed + 1))
+
+# ladle prep onto a file system without room for its output: exit 1 with one message before
+# any data is written, no output and no .tmp left (they would hold the disk: tens of GB).
+for n in 1 2; do
+    rm -rf "${TMP:?}/fs/"*
+    run_mpi $n "no room to write" "$LADLE" prep -o "$TMP/fs/corpus.h5" --clusters 4 --split-doc-bytes 4096 \
+        --max-domain-bytes 2000000 --domain c=/usr/include --domain man=/usr/share/man/man7
+    rc=$?
+    [ $rc -eq 1 ] || { cat "$TMP/out" >&2; fail "prep on $n ranks, full disk: exit $rc, expected 1"; }
+    grep -q "^ladle: error: no room to write '$TMP/fs/corpus.h5': it needs up to .* MiB and the file system has .* MiB free; nothing was written" "$TMP/out" ||
+        { cat "$TMP/out" >&2; fail "prep on $n ranks, full disk: no message naming the output and the space"; }
+    [ "$(grep -c '^ladle: error' "$TMP/out")" -eq 1 ] || { cat "$TMP/out" >&2; fail "prep on $n ranks: not one message"; }
+    if grep -qi "signal\|segmentation\|MPI_ABORT" "$TMP/out"; then cat "$TMP/out" >&2; fail "prep on $n ranks: aborted"; fi
+    [ -z "$(ls "$TMP/fs")" ] || fail "prep on $n ranks, full disk: left $(ls "$TMP/fs")"
+    passed=$((passed + 1))
+done
+
 # durability: per rank, the checkpoint is fsync'd before rank 0 renames it
 if command -v strace > /dev/null; then
     rm -rf "$TMP/st"

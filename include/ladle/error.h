@@ -32,6 +32,9 @@ _Noreturn void ladle_runtime_error(const char *fmt, ...) __attribute__((format(p
  * into what cleanup frees. */
 _Noreturn void ladle_usage_error_cleanup(void (*cleanup)(void *ctx), void *ctx, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same for an agreed runtime failure (exit 1). */
+_Noreturn void ladle_runtime_error_cleanup(void (*cleanup)(void *ctx), void *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #define LADLE_FAIL(...) ladle_fail_at(__FILE__, __LINE__, __VA_ARGS__)
 #define LADLE_CHECK(cond, ...) \

@@ -18,6 +18,15 @@ hid_t ladle_h5_open_ladle_file(const char *path, const char *what, const char *e
 /* Datasets of at least this many bytes start on a multiple of it (H5Pset_alignment). */
 #define LADLE_H5_ALIGNMENT ((size_t)1 << 20)
 
+/* An upper bound of what a dataset of `bytes` takes in a file made with ladle_h5_fapl_mpio:
+ * its data, the gap before an aligned start, its object header. For writers that reserve
+ * a file's space before writing it. */
+size_t ladle_h5_dataset_bound(size_t bytes);
+/* The same for a group (object header, symbol table, link in its parent) and for an
+ * attribute of `bytes` (a variable-length string takes a global heap collection). */
+#define LADLE_H5_GROUP_BOUND ((size_t)8192)
+#define LADLE_H5_ATTR_BOUND(bytes) ((size_t)(bytes) + 4096 + 256)
+
 /* File access properties for MPI-IO on comm (file locking off, alignment set). */
 hid_t ladle_h5_fapl_mpio(MPI_Comm comm);
 
