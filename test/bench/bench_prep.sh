@@ -3,9 +3,10 @@
 # at 1 and 2 ranks, against the read bound measured in the same run.
 #
 # Builds in DIR (once, and shares with bench_stream.sh): demo.h5, the demo corpus
-# (share/ladle/demo-corpus.sh), and text/, TEXT_GB GB of plain text spliced from it
-# (big_corpus.py --text: one directory per demo domain, files of 64 MiB). Then:
-#   - the read bound: 'cat' of every file to /dev/null, in MB/s;
+# (share/ladle/demo-corpus.sh), and text/, TEXT_GB GB of text spliced from it
+# (big_corpus.py --text: one directory per demo domain, gzip files of 64 MiB of text each,
+# so that the text and the clustered corpus, which holds it twice, fit on the disk). Then:
+#   - the read bound: 'gzip -dc' of every file to /dev/null, in MB/s of text;
 #   - ladle prep of text/ (a domain per directory, --split-doc-bytes 16384, K clusters) on
 #     1 rank and on 2 ranks x 1 thread, each under /usr/bin/time: MB/s of input, its ratio
 #     to the read bound (prep reads every file twice: once to embed, once to write), each
@@ -29,7 +30,7 @@ text_gb=${TEXT_GB:-30}
 k=${K:-1024}
 ranks=${RANKS:-1 2}
 . "$here/big_setup.sh"
-if ! grep -q '^total ' "$dir/text.log" 2>/dev/null; then
+if ! grep -q '^total ' "$dir/text.log" 2>/dev/null || ! ls "$dir"/text/*/*.txt.gz > /dev/null 2>&1; then
     echo "writing $dir/text ($text_gb GB) ..." >&2
     rm -rf "${dir:?}/text"
     "$PYTHON3" "$here/big_corpus.py" --text "$dir/demo.h5" "$dir/text" "$text_gb" > "$dir/text.log" ||
@@ -40,16 +41,13 @@ for d in "$dir"/text/*/; do
     d=${d%/}
     domains="$domains --domain ${d##*/}=$d"
 done
-input_bytes=$(find "$dir"/text -name '*.txt' -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f", s }')
+input_bytes=$(awk '/^total / { print $2 }' "$dir/text.log")   # of text, not of gzip
 
-# seconds CMD...: wall time of CMD in seconds (stdout to /dev/null)
-seconds() {
-    t0=$(date +%s.%N)
-    "$@" > /dev/null
-    t1=$(date +%s.%N)
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
-}
-cat_s=$(seconds sh -c 'cat "$0"/text/*/*.txt' "$dir")
+# since T0: seconds from T0 (date +%s.%N) to now
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
+t0=$(date +%s.%N)
+gzip -dc "$dir"/text/*/*.txt.gz > /dev/null
+cat_s=$(since "$t0")
 
 results=""
 for p in $ranks; do
@@ -60,9 +58,8 @@ for p in $ranks; do
     $MPIEXEC --oversubscribe --bind-to none -n "$p" sh -c '/usr/bin/time -f "rss_kb %M" -o "$0.$OMPI_COMM_WORLD_RANK" "$@"' \
         "$dir/prep-$p.rss" "$LADLE" prep -o "$out" $domains --split-doc-bytes 16384 --clusters "$k" \
         > "$dir/prep-$p.log" 2>&1 || die "prep on $p ranks failed (see $dir/prep-$p.log)"
-    t1=$(date +%s.%N)
+    s=$(since "$t0")
     [ -s "$out" ] || die "prep on $p ranks wrote no $out"
-    s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
     rss=$(cat "$dir"/prep-$p.rss.* | awk '{ if ($2 > m) m = $2 } END { print m }')
     docs=$("$PYTHON3" -c 'import sys, h5py
 f = h5py.File(sys.argv[1], "r")
@@ -79,8 +76,8 @@ for p in $ranks; do
 done
 
 mb=$(awk -v b="$input_bytes" 'BEGIN { printf "%.0f", b / 1e6 }')
-echo "ladle prep benchmark: $mb MB of text in $(ls "$dir"/text/*/*.txt | wc -l) files, $(echo $domains | wc -w | awk '{ print $1 / 2 }') domains, --split-doc-bytes 16384 --clusters $k"
-echo "read bound: cat FILES > /dev/null: $cat_s s, $(awk -v b="$input_bytes" -v s="$cat_s" 'BEGIN { printf "%.0f", b / 1e6 / s }') MB/s"
+echo "ladle prep benchmark: $mb MB of text in $(ls "$dir"/text/*/*.txt.gz | wc -l) gzip files, $(echo $domains | wc -w | awk '{ print $1 / 2 }') domains, --split-doc-bytes 16384 --clusters $k"
+echo "read bound: gzip -dc FILES > /dev/null: $cat_s s, $(awk -v b="$input_bytes" -v s="$cat_s" 'BEGIN { printf "%.0f", b / 1e6 / s }') MB/s"
 printf "%-6s %10s %10s %14s %12s %16s\n" ranks seconds MB/s "x read bound" documents "peak RSS/rank"
 printf '%s' "$results" | while read -r p s rss docs; do
     printf "%-6s %10.1f %10.1f %14.3f %12d %12d MiB\n" "$p" "$s" "$(awk -v b="$input_bytes" -v s="$s" 'BEGIN { print b / 1e6 / s }')" \

@@ -13,13 +13,17 @@ above and a valid split of 0.5 % of its bytes, written in bounded memory (a 64 M
 buffer) with contiguous datasets as 'ladle prep' writes them, and the same root
 attributes as POOL.h5.
 
-With --text, OUT is a directory of plain text for 'ladle prep' (bench_prep.sh): OUT/NAME/
-holds files part-NNNNN.txt of about 64 MiB, the domain's documents one after the other,
-each ending with a newline; 'ladle prep --split-doc-bytes 16384' cuts them into >= 1.8 M
-documents at 30 GB. Files are written as .tmp and renamed, so a file present is complete.
+With --text, OUT is a directory of text for 'ladle prep' (bench_prep.sh): OUT/NAME/ holds
+files part-NNNNN.txt.gz, each about 64 MiB of text, the domain's documents one after the
+other, each ending with a newline; 'ladle prep --split-doc-bytes 16384' cuts them into
+>= 1.8 M documents at 30 GB. Gzip (level 1, about 3x smaller) so that the text and a
+clustered corpus of it (which holds every document twice) fit on one disk; ladle prep reads
+them through zlib. Files are written as .tmp and renamed, so a file present is complete.
 """
+import concurrent.futures
 import os
 import sys
+import zlib
 
 import h5py
 import numpy as np
@@ -76,21 +80,36 @@ def write_split(out, name, docs, nbytes, rng):
     return n
 
 
-def write_text(directory, docs, nbytes, rng):
-    """nbytes of documents as files of about BUFFER bytes, each document ending in '\\n'."""
+def write_gzip(path, data):
+    """data as a gzip file at path, complete or absent (zlib releases the GIL: the
+    compression of one part overlaps the splicing of the next)."""
+    c = zlib.compressobj(1, zlib.DEFLATED, 31)   # wbits 31: a gzip header and trailer
+    with open(path + ".tmp", "wb") as f:
+        f.write(c.compress(data))
+        f.write(c.flush())
+    os.replace(path + ".tmp", path)
+
+
+def write_text(directory, docs, nbytes, rng, pool):
+    """nbytes of documents as gzip files of about BUFFER bytes of text, each document
+    ending in '\n'."""
     os.makedirs(directory, exist_ok=True)
     part = [0]
+    pending = []
 
     def sink(piece, ends):
         piece = piece.copy()
         piece[np.asarray(ends, dtype=np.int64) - 1] = ord("\n")
-        path = os.path.join(directory, "part-%05d.txt" % part[0])
-        with open(path + ".tmp", "wb") as f:
-            f.write(piece.tobytes())
-        os.replace(path + ".tmp", path)
+        path = os.path.join(directory, "part-%05d.txt.gz" % part[0])
+        pending.append(pool.submit(write_gzip, path, piece.tobytes()))
+        while len(pending) > 2:
+            pending.pop(0).result()
         part[0] += 1
 
-    return spliced(docs, nbytes, rng, sink)
+    n = spliced(docs, nbytes, rng, sink)
+    for f in pending:
+        f.result()
+    return n
 
 
 def main():
@@ -108,11 +127,13 @@ def main():
         sizes = np.array([pool["domains"][n]["train"].shape[0] for n in names], dtype=np.float64)
         docs_total = 0
         if text:
-            for name, share in zip(names, sizes / sizes.sum()):
-                nbytes = int(total * share)
-                docs_total += write_text(os.path.join(out_path, name),
-                                         pool_documents(pool["domains"][name], "train"), nbytes, rng)
-                print("%-16s %14d bytes" % (name, nbytes), flush=True)
+            with concurrent.futures.ThreadPoolExecutor(2) as compressors:
+                for name, share in zip(names, sizes / sizes.sum()):
+                    nbytes = int(total * share)
+                    docs_total += write_text(os.path.join(out_path, name),
+                                             pool_documents(pool["domains"][name], "train"), nbytes, rng,
+                                             compressors)
+                    print("%-16s %14d bytes" % (name, nbytes), flush=True)
             print("total %d bytes, %d documents" % (total, docs_total))
             return
         with h5py.File(out_path + ".tmp", "w") as out:
