@@ -48,6 +48,10 @@ static void close_reader(void *reader)
 
 /* A problem with the file's contents: close everything, then a clean usage error. */
 #define reject(r, ...) ladle_usage_error_cleanup(close_reader, (r), __VA_ARGS__)
+/* A dataset whose data HDF5 cannot read back: the file lost it. */
+#define reject_unreadable(r, domain, name) \
+    reject((r), "corpus '%s' is damaged: '%s' of domain '%s' cannot be read (truncated file?)", (r)->path, (name), \
+           (domain))
 
 /* Open a one-dimensional dataset of elem_size-byte integers and return its length;
  * anything else is a damaged corpus. */
@@ -100,8 +104,7 @@ static void read_bytes(corpus_reader *r, hid_t dset, const char *domain, const c
     const size_t piece = (size_t)1 << 30;
     for (size_t at = 0; at < n; at += piece)
         if (read_range(dset, H5T_NATIVE_UINT8, at, n - at < piece ? n - at : piece, buf + at) < 0)
-            reject(r, "corpus '%s' is damaged: '%s' of domain '%s' cannot be read (truncated file?)", r->path, split,
-                   domain);
+            reject_unreadable(r, domain, split);
 }
 
 /* Offsets must start at 0, never decrease and end at the split's length. Checked in
@@ -119,8 +122,7 @@ static void check_offsets(corpus_reader *r, hid_t offsets, const char *domain, c
         uint64_t *v = keep ? keep + at : buf;
         if (read_range(offsets, H5T_NATIVE_UINT64, at, m, v) < 0) {
             free(buf);
-            reject(r, "corpus '%s' is damaged: '%s' of domain '%s' cannot be read (truncated file?)", r->path, name,
-                   domain);
+            reject_unreadable(r, domain, name);
         }
         if (at == 0) ok = v[0] == 0;
         for (size_t i = 0; ok && i < m; i++) {
@@ -163,8 +165,7 @@ static void open_split(corpus_reader *r, hid_t group, const char *domain, const 
          * rather than in the middle of training */
         uint8_t last = 0;
         if (*bytes && read_range(dset, H5T_NATIVE_UINT8, *bytes - 1, 1, &last) < 0)
-            reject(r, "corpus '%s' is damaged: '%s' of domain '%s' cannot be read (truncated file?)", r->path, split,
-                   domain);
+            reject_unreadable(r, domain, split);
         *set = dset;
         *offsets_set = offsets;
     }

@@ -6,7 +6,8 @@
 # (share/ladle/demo-corpus.sh), and text/, TEXT_GB GB of text spliced from it
 # (big_corpus.py --text: one directory per demo domain, gzip files of 64 MiB of text each,
 # so that the text and the clustered corpus, which holds it twice, fit on the disk). Then:
-#   - the read bound: 'gzip -dc' of every file to /dev/null, in MB/s of text;
+#   - the read bounds: 'cat' of every file to /dev/null (reading the bytes), and 'gzip -dc'
+#     (reading and decompressing them, as prep must), each in MB/s of the text they hold;
 #   - ladle prep of text/ (a domain per directory, --split-doc-bytes 16384, K clusters) on
 #     1 rank and on 2 ranks x 1 thread, each under /usr/bin/time: MB/s of input, its ratio
 #     to the read bound (prep reads every file twice: once to embed, once to write), each
@@ -46,8 +47,11 @@ input_bytes=$(awk '/^total / { print $2 }' "$dir/text.log")   # of text, not of 
 # since T0: seconds from T0 (date +%s.%N) to now
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
 t0=$(date +%s.%N)
-gzip -dc "$dir"/text/*/*.txt.gz > /dev/null
+cat "$dir"/text/*/*.txt.gz > /dev/null
 cat_s=$(since "$t0")
+t0=$(date +%s.%N)
+gzip -dc "$dir"/text/*/*.txt.gz > /dev/null
+gunzip_s=$(since "$t0")
 
 results=""
 for p in $ranks; do
@@ -77,11 +81,14 @@ done
 
 mb=$(awk -v b="$input_bytes" 'BEGIN { printf "%.0f", b / 1e6 }')
 echo "ladle prep benchmark: $mb MB of text in $(ls "$dir"/text/*/*.txt.gz | wc -l) gzip files, $(echo $domains | wc -w | awk '{ print $1 / 2 }') domains, --split-doc-bytes 16384 --clusters $k"
-echo "read bound: gzip -dc FILES > /dev/null: $cat_s s, $(awk -v b="$input_bytes" -v s="$cat_s" 'BEGIN { printf "%.0f", b / 1e6 / s }') MB/s"
-printf "%-6s %10s %10s %14s %12s %16s\n" ranks seconds MB/s "x read bound" documents "peak RSS/rank"
+rate() { awk -v b="$input_bytes" -v s="$1" 'BEGIN { printf "%.1f", b / 1e6 / s }'; }
+echo "read bound: cat FILES > /dev/null: $cat_s s, $(rate "$cat_s") MB/s of text"
+echo "read and decompress bound: gzip -dc FILES > /dev/null: $gunzip_s s, $(rate "$gunzip_s") MB/s of text"
+printf "%-6s %10s %10s %10s %12s %12s %16s\n" ranks seconds MB/s "x cat" "x gzip -dc" documents "peak RSS/rank"
 printf '%s' "$results" | while read -r p s rss docs; do
-    printf "%-6s %10.1f %10.1f %14.3f %12d %12d MiB\n" "$p" "$s" "$(awk -v b="$input_bytes" -v s="$s" 'BEGIN { print b / 1e6 / s }')" \
-        "$(awk -v c="$cat_s" -v s="$s" 'BEGIN { print c / s }')" "$docs" "$((rss / 1024))"
+    printf "%-6s %10.1f %10.1f %10.3f %12.3f %12d %12d MiB\n" "$p" "$s" "$(rate "$s")" \
+        "$(awk -v c="$cat_s" -v s="$s" 'BEGIN { print c / s }')" "$(awk -v c="$gunzip_s" -v s="$s" 'BEGIN { print c / s }')" \
+        "$docs" "$((rss / 1024))"
 done
 printf '%s' "$results" | awk -v first="$first" '
     $1 == first { t1 = $2 } { t[$1] = $2; r = $3; d = $4; if (r > m) m = r }
