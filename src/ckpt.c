@@ -433,9 +433,7 @@ void ladle_ckpt_save(const char *path, const ladle_ckpt_contents *c)
     LADLE_CHECK(file >= 0, "cannot create model file '%s'", tmp);
     const size_t bound = file_bound(c);
     char why[256] = "";
-    int reserved = s->rank == 0 ? ladle_reserve_space(tmp, bound, why, sizeof why) == 0 : 1;
-    MPI_CHECK(MPI_Bcast(&reserved, 1, MPI_INT, 0, s->comm));
-    if (!reserved) {
+    if (ladle_reserve_space(tmp, bound, s->comm, why, sizeof why) != 0) {
         H5_CHECK(H5Fclose(file));
         if (s->rank == 0) unlink(tmp);
         ladle_runtime_error("no room to write '%s': %s; nothing was written (an earlier checkpoint stays as it "

@@ -43,9 +43,8 @@ static double mib(size_t bytes)
     return (double)bytes / (1024.0 * 1024.0);
 }
 
-/* Rank 0: reserve bytes for path; 0, or -1 with the reason in why. A file system without
- * fallocate falls back to comparing the free space. */
-int ladle_reserve_space(const char *path, size_t bytes, char *why, size_t len)
+/* Rank 0's part of ladle_reserve_space. */
+static int reserve_on_rank0(const char *path, size_t bytes, char *why, size_t len)
 {
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0) { snprintf(why, len, "cannot open it: %s", strerror(errno)); return -1; }
@@ -60,6 +59,15 @@ int ladle_reserve_space(const char *path, size_t bytes, char *why, size_t len)
         snprintf(why, len, "it needs up to %.1f MiB and the file system has %.1f MiB free", mib(bytes), mib(avail));
     else snprintf(why, len, "cannot reserve %.1f MiB: %s", mib(bytes), strerror(err));
     return -1;
+}
+
+int ladle_reserve_space(const char *path, size_t bytes, MPI_Comm comm, char *why, size_t len)
+{
+    int rank = 0;
+    MPI_CHECK(MPI_Comm_rank(comm, &rank));
+    int rc = rank == 0 ? reserve_on_rank0(path, bytes, why, len) : 0;
+    MPI_CHECK(MPI_Bcast(&rc, 1, MPI_INT, 0, comm));
+    return rc;
 }
 
 /* Rank 0, after the file is closed: flush what closing wrote to the device, and give back

@@ -1760,10 +1760,7 @@ static void state_free(prep_state *s)
 static void reserve_output(prep_state *s, size_t bound)
 {
     char why[256] = "";
-    if (s->rank == 0 && ladle_reserve_space(s->out->tmp_path, bound, why, sizeof why) != 0 && !why[0])
-        snprintf(why, sizeof why, "cannot reserve its space");
-    MPI_CHECK(MPI_Bcast(why, (int)sizeof why, MPI_CHAR, 0, s->comm));
-    if (why[0])
+    if (ladle_reserve_space(s->out->tmp_path, bound, s->comm, why, sizeof why) != 0)
         ladle_runtime_error_cleanup(remove_output, s->out, "no room to write '%s': %s; nothing was written",
                                     s->out->final_path, why);
 }
